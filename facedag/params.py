@@ -1,0 +1,147 @@
+"""params.yaml, validated.
+
+One pydantic model per section, with `extra="forbid"` so that a typo in a key is one
+clear line naming the key before any work starts, instead of a silently ignored knob.
+Stages read only their own section plus `base` (DESIGN.md), which is also what their
+`params:` entries in dvc.yaml declare, so DVC's cache decisions match what the code reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facedag.records import StageFailed
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Base(Section):
+    seed: int = 1234
+    face_size: int = Field(128, ge=32, le=512, description="side of the aligned face in pixels")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Consent(Section):
+    """Who agreed to what. Checked in depth by train and convert (a later issue)."""
+
+    subject: str
+    basis: Literal["consent", "licence", "self"]
+    evidence: str
+    scope: str
+    expires: str | None = None
+
+
+class Source(Section):
+    uri: str
+    start: float | None = Field(None, ge=0)
+    end: float | None = Field(None, gt=0)
+    licence: str | None = None
+
+
+class Identity(Section):
+    consent: Consent
+    sources: list[Source] = Field(min_length=1)
+
+
+class Target(Section):
+    uri: str
+    consent: Consent | None = None
+    licence: str | None = None
+
+
+class Download(Section):
+    """The download@ID stage: where sources may come from, caps, and the normal form of a clip."""
+
+    allow_private: bool = False
+    extractors: list[str] = Field(default_factory=lambda: ["youtube", "vimeo"])
+    max_bytes: int = Field(4_000_000_000, gt=0)
+    timeout_s: float = Field(900, gt=0)
+    max_side: int = Field(1920, ge=64, description="cap on the long side of a clip")
+    max_fps: float = Field(60, gt=0)
+    crf: int = Field(16, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = Field(
+        "fast", description="x264 preset of normalised clips (speed vs size)"
+    )
+    min_seconds: float = Field(0.2, ge=0, description="shorter clips (after the cut) are rejected too_short")
+
+
+class Trim(Section):
+    max_seconds: float = Field(300, gt=0, description="seconds of shots kept per identity")
+    sample_fps: float = Field(2.0, gt=0, description="frames per second sampled for faces")
+    scene_threshold: float = Field(27.0, gt=0, description="PySceneDetect ContentDetector threshold")
+    min_shot_seconds: float = Field(0.5, ge=0, description="shorter shots are dropped")
+    max_shot_seconds: float = Field(20.0, gt=0, description="longer shots are split into equal segments")
+    repeat_weight: float = Field(0.05, ge=0, description="gain per sampled face, beside 1 per new coverage cell")
+    score_threshold: float = Field(0.8, gt=0, lt=1, description="face detector score for a sample to count")
+    min_face_size: float = Field(40, ge=8, description="smallest face (px) for a sample to count")
+    crf: int = Field(18, ge=0, le=51, description="x264 quality of the cut clips")
+
+
+class Extract(Section):
+    fps: float = Field(0, ge=0, description="frames decoded per second; 0 = every frame (native rate)")
+    score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to keep a face")
+    min_size: int = Field(40, ge=8, description="smallest face kept: sqrt(box width x height) in frame px")
+    policy: Literal["largest", "center", "all"] = Field(
+        "largest", description="which face is the identity's: largest, nearest the centre (both followed by tracking), all"
+    )
+    iou_threshold: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track")
+    track_max_gap: int = Field(10, ge=0, description="sampled frames a track may miss before it ends")
+    batch: int = Field(8, ge=1, le=64, description="frames per detector batch")
+    detect_max_side: int = Field(
+        480, ge=64, description="frames are downscaled to this long side for detection (faces >= min_size stay >= 30 px)"
+    )
+
+
+class Align(Section):
+    image_format: Literal["jpg", "png"] = Field("jpg", description="encoding of the aligned face in aligned.parquet")
+    jpeg_quality: int = Field(95, ge=50, le=100)
+
+
+class Dedupe(Section):
+    min_sharpness: float = Field(10.0, ge=0, description="variance of the Laplacian below which a face is blurry")
+    min_sharpness_rel: float = Field(0.0, ge=0, description="also blurry below this times the median (0 = off)")
+    phash_distance: int = Field(10, ge=0, le=64, description="pHash Hamming distance of near-duplicates")
+    feature_distance: float = Field(0.1, ge=0, description="pose/expression/lighting/luma distance of near-duplicates")
+    max_faces: int = Field(2000, ge=1)
+    yaw_bins: int = Field(7, ge=1)
+    pitch_bins: int = Field(5, ge=1)
+    light_bins: int = Field(3, ge=1, description="luminance bins")
+    light_dir_bins: int = Field(3, ge=1, description="lighting direction (left/right asymmetry) bins")
+
+
+class Params(BaseModel):
+    """The whole params.yaml. Sections of stages not built yet are accepted as-is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: Base = Base()
+    identities: dict[str, Identity] = Field(min_length=1)
+    target: Target
+    download: Download = Download()
+    trim: Trim = Trim()
+    extract: Extract = Extract()
+    align: Align = Align()
+    dedupe: Dedupe = Dedupe()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise StageFailed with one line naming the bad key."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageFailed(f"{path} not found: run from the project root") from None
+    except yaml.YAMLError as exc:
+        raise StageFailed(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise StageFailed(f"{path}: {key}: {first['msg']}{more}") from None
