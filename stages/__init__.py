@@ -1,0 +1,1 @@
+"""Stage entry points: one thin module per DVC stage, run as `python -m stages.<name>`."""

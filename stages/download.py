@@ -1,0 +1,120 @@
+"""download@ID: fetch every source of one identity, cut and normalise it, store clips by sha256.
+
+    python -m stages.download <ID> [--params params.yaml]
+
+Reads `download` and `identities.<ID>.sources` from params.yaml. Writes, under
+`data/download/<ID>/`:
+
+- `clips/<sha256>.mp4`: normalised clips (H.264 yuv420p, even size, constant frame rate,
+  rotation applied, AAC audio when the source has audio); a clip reached from two sources is
+  stored once.
+- `manifest.parquet`: one row per usable source: source (index in the sources list), uri,
+  sha256, path (relative to the project root), duration, fps, width, height, frames, audio,
+  licence, start, end (the cut, in the source's seconds), copied (stream copy), duplicate.
+- `rejected.jsonl`: one line per unusable source (reason codes in `facedag.fetch`).
+- `metrics.json`: sources, clips, duplicates, rejected, seconds.
+
+One bad source never stops the others; the stage fails (one line, exit 1) only when no
+source gives a usable clip.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facedag.fetch import Guard, make_clip
+from facedag.params import Params
+from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
+from facedag.stagekit import fresh_dir, identity_main
+
+STAGE = "download"
+
+SCHEMA = pa.schema(
+    [
+        ("source", pa.int32()),
+        ("uri", pa.string()),
+        ("sha256", pa.string()),
+        ("path", pa.string()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("frames", pa.int64()),
+        ("audio", pa.bool_()),
+        ("licence", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("copied", pa.bool_()),
+        ("duplicate", pa.bool_()),
+    ]
+)
+
+
+def run(params: Params, identity: str, root: Path | None = None) -> None:
+    root = Path.cwd() if root is None else root
+    cfg = params.download
+    sources = params.identities[identity].sources
+    out = fresh_dir(root / "data" / STAGE / identity)
+    clips_dir = out / "clips"
+    clips_dir.mkdir()
+    rejections = Rejections(out, STAGE)
+    guard = Guard(cfg.allow_private)
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="facedag-download-") as work:
+        for index, source in enumerate(sources):
+            try:
+                clip = make_clip(source.uri, source.start, source.end, cfg, clips_dir, Path(work), root, guard)
+            except Rejected as exc:
+                rejections.add_error(source.uri, exc)
+                continue
+            except Exception as exc:  # a bug or an unforeseen input must not stop the batch
+                rejections.add(source.uri, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
+                continue
+            info = clip.info
+            rows.append(
+                {
+                    "source": index,
+                    "uri": source.uri,
+                    "sha256": clip.sha256,
+                    "path": clip.path.relative_to(root).as_posix(),
+                    "duration": info.duration,
+                    "fps": info.fps,
+                    "width": info.width,
+                    "height": info.height,
+                    "frames": info.frames,
+                    "audio": info.has_audio,
+                    "licence": source.licence,
+                    "start": clip.start,
+                    "end": clip.end,
+                    "copied": clip.copied,
+                    "duplicate": clip.duplicate,
+                }
+            )
+            note = " (same clip as an earlier source, stored once)" if clip.duplicate else ""
+            print(f"[{STAGE}] {source.uri} -> {clip.path.name} {info.width}x{info.height} "
+                  f"{info.fps:g} fps {info.duration:.2f} s{note}", flush=True)  # fmt: skip
+    with atomic_path(out / "manifest.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+    rejections.close()
+    write_metrics(
+        out,
+        {
+            "sources": len(sources),
+            "clips": sum(1 for r in rows if not r["duplicate"]),
+            "duplicates": sum(1 for r in rows if r["duplicate"]),
+            "rejected": len(rejections),
+            "seconds": round(sum(float(r["duration"]) for r in rows if not r["duplicate"]), 3),
+        },
+    )
+    if not rows:
+        raise StageFailed(
+            f"no usable clip: all {len(sources)} source(s) were rejected (see {out.relative_to(root)}/rejected.jsonl)"
+        )
+
+
+if __name__ == "__main__":
+    identity_main(STAGE, run)
