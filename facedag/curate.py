@@ -1,0 +1,279 @@
+"""Dataset curation: drop blurry faces and near-duplicates, then balance pose x lighting bins.
+
+The steps, in order (`curate` runs them all):
+
+1. Blur: a face is `blurry` when its sharpness (variance of the Laplacian of the aligned
+   face, from the align stage) is below `min_sharpness`, or below `min_sharpness_rel` times
+   the identity's median sharpness. The relative rule adapts to footage that is soft
+   throughout (a webcam), where an absolute threshold would drop all or nothing; it is off
+   (0) by default.
+2. Near-duplicates: two faces are duplicates when BOTH
+     - their perceptual hashes (64-bit DCT pHash of the aligned face, `phash`) differ in at
+       most `phash_distance` bits, and
+     - their feature distance (`feature_distance` below) is at most `feature_distance`.
+   The hash alone merges different poses of a smooth, low-contrast face; the features alone
+   merge different frames of the same pose with a different expression or background. Faces
+   are visited sharpest first and a face is dropped when it duplicates one already kept, so
+   of every duplicate pair the sharper one stays (and chains A~B~C never drop all three).
+3. Balance: the survivors go into yaw x pitch x luminance x lighting-direction bins
+   (facedag.coverage.pose_light_grid). Each bin is sorted sharpest first; faces are then
+   taken round robin across bins (each round the best remaining face of every non-empty
+   bin, the sharpest of them first) until `max_faces`. Rare conditions are thus all kept
+   and common ones are thinned, which is the point of the dataset. DFL's "final" sort does
+   the same over yaw, then pitch inside each yaw bin, with a fixed per-yaw-bin quota; see
+   benchmarks/bench_dedupe.py for the comparison.
+
+Feature distance: the root of the sum of squares of
+  - pose: (yaw, pitch) / 90 degrees (the default 0.1 is 9 degrees of yaw alone). Not roll:
+    alignment removes it, so two faces that differ only in roll look alike to the model.
+  - expression: mouth_open, eyes_open (0..1 proxies)
+  - lighting: luminance (0..1), asymmetry / 2 (it moves with a pixel of landmark jitter)
+  - appearance: the RMS difference of an 8 x 8 luma thumbnail of the aligned face, 0..1
+    grey (8 x 8 so that 1-2 px of alignment jitter barely moves it, while a turn of the
+    head, a different face or a lighting change does)
+Missing columns are left out (both faces count as equal on them).
+
+Calibration (64 px aligned astronaut, tests/test_curate.py): a 1 px shift gives a pHash
+distance of 6 and a thumbnail RMS of 0.03, 2 px give 8 and 0.07, noise and JPEG 0 and
+0.005; an 8 degree roll 16 bits, a perspective head turn 22, a mirrored face 32, another
+person 34; 30 % brighter light keeps the hash (0 bits) but moves the thumbnail by 0.15.
+Hence the defaults phash_distance 10 and feature_distance 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from facedag.coverage import Grid, pose_light_grid
+
+THUMB = 8  # side of the luma thumbnail in the feature vector
+# (column, scale): scalar features and how they are normalised in the feature distance
+FEATURE_SCALES: tuple[tuple[str, float], ...] = (
+    ("yaw", 90.0),
+    ("pitch", 90.0),
+    ("mouth_open", 1.0),
+    ("eyes_open", 1.0),
+    ("luminance", 1.0),
+    ("asymmetry", 2.0),
+)
+
+
+# -- image measures ------------------------------------------------------------------------
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grey of an RGB (or grey) image."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """RGB uint8 from encoded (jpg/png) bytes, None when they do not decode."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash.
+
+    Grey, resized to 32 x 32 (area), 2-D DCT, the 8 x 8 lowest frequencies; each bit says
+    whether that coefficient is above the median of the 63 non-DC ones. Bit k is
+    coefficient (k // 8, k % 8), bit 0 the DC term (always 0, it is excluded from the median
+    but compared the same way, so it carries no information).
+    """
+    g = cv2.resize(to_gray(image), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    d = cv2.dct(g)[:8, :8].reshape(-1)
+    med = np.median(d[1:])
+    bits = (d > med).astype(np.uint64)
+    bits[0] = 0
+    return int((bits << np.arange(64, dtype=np.uint64)).sum())
+
+
+def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+    return np.bitwise_count(x).astype(np.int64)
+
+
+def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """The luma thumbnail of the feature vector: side x side, float32 in 0..1, flattened."""
+    g = cv2.resize(to_gray(image), (side, side), interpolation=cv2.INTER_AREA)
+    return (g.astype(np.float32) / 255.0).reshape(-1)
+
+
+def hash_to_hex(h: int) -> str:
+    return f"{int(h):016x}"
+
+
+def hex_to_hash(s: str) -> int:
+    return int(s, 16)
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+def blurry_mask(sharp: np.ndarray, min_sharpness: float, min_sharpness_rel: float = 0.0) -> np.ndarray:
+    """True for faces below the absolute threshold or below rel x median sharpness."""
+    s = np.asarray(sharp, dtype=np.float64)
+    limit = float(min_sharpness)
+    if min_sharpness_rel > 0 and s.size:
+        limit = max(limit, float(min_sharpness_rel) * float(np.nanmedian(s)))
+    return ~(s >= limit)  # NaN sharpness is blurry too
+
+
+def scalar_features(table: pd.DataFrame) -> np.ndarray:
+    """(n, k) normalised scalar features (see the module docstring); NaN becomes 0."""
+    cols = [np.asarray(table[c], dtype=np.float64) / s for c, s in FEATURE_SCALES if c in table]
+    if not cols:
+        return np.zeros((len(table), 0))
+    return np.nan_to_num(np.stack(cols, axis=1), nan=0.0)
+
+
+def find_duplicates(
+    hashes: np.ndarray,
+    features: np.ndarray,
+    thumbs: np.ndarray,
+    order: Sequence[int],
+    phash_distance: int,
+    feature_distance: float,
+) -> dict[int, tuple[int, int, float]]:
+    """Greedy near-duplicate removal.
+
+    Returns {dropped index: (index of the kept face it duplicates, Hamming distance,
+    feature distance)}.
+
+    Faces are visited in `order` (sharpest first); each is compared with every face kept so
+    far: a duplicate needs Hamming <= phash_distance and feature distance <= feature_distance.
+    """
+    n = len(order)
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    kept_idx = np.empty(n, dtype=np.int64)
+    kept_hash = np.empty(n, dtype=np.uint64)
+    k = 0
+    dropped: dict[int, tuple[int, int, float]] = {}
+    for i in order:
+        if k:
+            ham = hamming(kept_hash[:k], hashes[i])
+            close = np.flatnonzero(ham <= phash_distance)
+            if close.size:
+                cand = kept_idx[close]
+                d = feature_dist(features[cand], thumbs[cand], features[i], thumbs[i])
+                j = int(np.argmin(d))
+                if d[j] <= feature_distance:
+                    dropped[int(i)] = (int(cand[j]), int(ham[close[j]]), float(d[j]))
+                    continue
+        kept_idx[k] = i
+        kept_hash[k] = hashes[i]
+        k += 1
+    return dropped
+
+
+def feature_dist(fa: np.ndarray, ta: np.ndarray, fb: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """Feature distance of rows (fa, ta) to one face (fb, tb): sqrt(|dscalar|^2 + rms(dthumb)^2)."""
+    ds = np.atleast_2d(fa) - fb
+    dt = np.atleast_2d(ta) - tb
+    rms2 = (dt.astype(np.float64) ** 2).mean(axis=1) if dt.shape[1] else 0.0
+    return np.sqrt((ds**2).sum(axis=1) + rms2)
+
+
+def balance(cells: np.ndarray, sharp: np.ndarray, budget: int) -> np.ndarray:
+    """Indices chosen round robin across bins, sharpest first within a bin, at most `budget`.
+
+    Each round takes the sharpest remaining face of every non-empty bin (the round itself
+    ordered sharpest first, so a budget that ends mid-round keeps the better faces).
+    Returns indices in selection order.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    sharp = np.asarray(sharp, dtype=np.float64)
+    if budget <= 0 or cells.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # sort by (cell, -sharpness, index): contiguous runs per cell, sharpest first
+    order = np.lexsort((np.arange(cells.size), -np.nan_to_num(sharp, nan=-np.inf), cells))
+    c = cells[order]
+    start = np.r_[0, np.flatnonzero(np.diff(c)) + 1]
+    run_id = np.repeat(np.arange(start.size), np.diff(np.r_[start, c.size]))
+    pos = np.arange(c.size) - start[run_id]  # rank within its bin (0 = sharpest)
+    # round robin = by rank within bin, then sharpest first inside a round
+    final = np.lexsort((order, -np.nan_to_num(sharp[order], nan=-np.inf), pos))
+    return order[final][:budget]
+
+
+@dataclass
+class CurateResult:
+    """Per input row: `status` (kept, blurry, near_duplicate, over_budget), `duplicate_of`
+    (row of the kept face it duplicates, -1 otherwise) with the pair's `dup_hamming` and
+    `dup_distance`, and `cells` (balancing bin); `selected`: the kept rows in selection order."""
+
+    status: np.ndarray
+    duplicate_of: np.ndarray
+    dup_hamming: np.ndarray
+    dup_distance: np.ndarray
+    cells: np.ndarray
+    selected: np.ndarray
+    grid: Grid
+
+    def count(self, status: str) -> int:
+        return int((self.status == status).sum())
+
+
+def signature(image: np.ndarray) -> tuple[int, np.ndarray]:
+    """(pHash, luma thumbnail) of one aligned face: what dedupe keeps of it in memory."""
+    return phash(image), thumbnail(image)
+
+
+def curate(
+    table: pd.DataFrame,
+    hashes: np.ndarray,
+    thumbs: np.ndarray,
+    *,
+    min_sharpness: float,
+    phash_distance: int,
+    feature_distance: float,
+    max_faces: int,
+    yaw_bins: int = 7,
+    pitch_bins: int = 5,
+    light_bins: int = 3,
+    light_dir_bins: int = 3,
+    min_sharpness_rel: float = 0.0,
+) -> CurateResult:
+    """Run blur, dedupe and balance over the rows of `table`.
+
+    `table` holds one row per face with `sharpness` and the feature columns it has (see
+    FEATURE_SCALES); `hashes` (uint64) and `thumbs` ((n, THUMB*THUMB) float) are the faces'
+    `signature`s, same order.
+    """
+    n = len(table)
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    thumbs = np.asarray(thumbs, dtype=np.float32).reshape(n, THUMB * THUMB)
+    if len(hashes) != n:
+        raise ValueError("one hash and one thumbnail per row")
+    sharp = np.asarray(table["sharpness"], dtype=np.float64)
+    status = np.full(n, "kept", dtype=object)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    dup_ham = np.full(n, -1, dtype=np.int64)
+    dup_dist = np.full(n, np.nan)
+    grid = pose_light_grid(yaw_bins, pitch_bins, light_bins, light_dir_bins)
+    cells = grid.cells(table)
+
+    blurry = blurry_mask(sharp, min_sharpness, min_sharpness_rel)
+    status[blurry] = "blurry"
+    ok = np.flatnonzero(~blurry)
+    if ok.size:
+        feats = scalar_features(table)
+        order = ok[np.lexsort((ok, -sharp[ok]))]
+        found = find_duplicates(hashes, feats, thumbs, order, phash_distance, feature_distance)
+        for i, (j, ham, dist) in found.items():
+            status[i] = "near_duplicate"
+            dup_of[i], dup_ham[i], dup_dist[i] = j, ham, dist
+    survivors = np.flatnonzero(status == "kept")
+    chosen = survivors[balance(cells[survivors], sharp[survivors], max_faces)]
+    status[np.setdiff1d(survivors, chosen)] = "over_budget"
+    return CurateResult(status=status, duplicate_of=dup_of, dup_hamming=dup_ham, dup_distance=dup_dist,
+                        cells=cells, selected=chosen, grid=grid)
