@@ -1,0 +1,36 @@
+"""`make bench`: run every benchmark and write benchmarks/results.json.
+
+Each figure is `{"value", "unit", "device", "baseline"}`, the baseline measured side by
+side in the same run (see benchmarks/common.py). Figures whose sample footage is absent
+are left out, and said so on stdout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from facedag.records import atomic_write_json
+
+BENCHES = ["benchmarks.bench_extract", "benchmarks.bench_dedupe"]
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def main() -> int:
+    results: dict[str, dict] = {}
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        figures = importlib.import_module(name).run()
+        for key, fig in figures.items():
+            print(f"{key}: {fig['value']} {fig['unit']} (baseline {fig['baseline']['what']}: "
+                  f"{fig['baseline']['value']} {fig['baseline']['unit']}) on {fig['device']}", flush=True)
+        results.update(figures)
+    atomic_write_json(RESULTS, results)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prefect flows over the DVC DAG. No face logic lives here: each task runs one DVC stage."""

@@ -1,0 +1,133 @@
+"""The Prefect flow over the DVC DAG: one task per DVC stage, each `dvc repro --single-item`.
+
+DVC decides what to skip (its cache and dvc.lock); Prefect adds logs, retries, the UI,
+schedules and artifacts. Stages of one step (`extract@src`, `extract@dst`, ...) run side by
+side. With no PREFECT_API_URL, Prefect starts its ephemeral local server for the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.dvc_graph import StageInfo, load_stages, ordered_steps, with_upstream
+
+_RAN = re.compile(r"^Running stage '")
+_SKIPPED = re.compile(r"didn't change, skipping$")
+
+
+def _env() -> dict[str, str]:
+    """The stage commands' environment: this interpreter's venv first (dvc.yaml says `python`), no telemetry."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def _counts(root: Path, info: StageInfo) -> tuple[dict[str, Any], int | None]:
+    """Numbers from the stage's metrics.json files, and the line count of its rejected.jsonl."""
+    counts: dict[str, Any] = {}
+    rejected: int | None = None
+    for rel in info.metrics:
+        path = root / rel
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        counts.update({k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+        rejected_file = path.with_name("rejected.jsonl")
+        if rejected_file.exists():
+            rejected = sum(1 for line in rejected_file.open(encoding="utf-8", errors="replace") if line.strip())
+    return counts, rejected
+
+
+def _summary_counts(counts: dict[str, Any], limit: int = 6) -> str:
+    return ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in list(counts.items())[:limit])
+
+
+# DVC is the cache: Prefect must never skip a stage on its own, hence NO_CACHE.
+@task(task_run_name="{info.name}", retries=0, cache_policy=NO_CACHE)
+def run_stage(info: StageInfo, root: str) -> dict[str, Any]:
+    """Run one DVC stage in its own process group, streaming its output to the Prefect log."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    if info.frozen:
+        logger.info("%s is frozen in dvc.yaml: not built yet, skipped", info.name)
+        return {"stage": info.name, "status": "not built yet", "seconds": 0.0, "counts": "", "rejected": None}
+    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", info.name]
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", start_new_session=True)
+    status = "skipped"
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if not line:
+                continue
+            if _RAN.search(line):
+                status = "ran"
+            elif _SKIPPED.search(line):
+                status = "skipped"
+            logger.info("%s | %s", info.name, line)
+            tail = [*tail[-4:], line]
+        code = proc.wait()
+    except BaseException:  # cancelled or interrupted: stop the whole stage process group, then re-raise
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        raise
+    seconds = round(time.monotonic() - started, 2)
+    counts, rejected = _counts(Path(root), info)
+    if code != 0:
+        reason = next((t for t in reversed(tail) if "error" in t.lower()), tail[-1] if tail else f"exit {code}")
+        raise RuntimeError(f"{info.name} failed after {seconds}s: {reason}")
+    return {"stage": info.name, "status": status, "seconds": seconds, "counts": _summary_counts(counts),
+            "rejected": rejected}
+
+
+@flow(name="facedag-pipeline", log_prints=True)
+def pipeline(root: str = ".", targets: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the DAG (or the named stages/steps and what they need), step by step.
+
+    Within a step the `@ID` stages run side by side; a failed stage stops the steps after
+    it, after its siblings have finished. A table artifact lists every stage: ran, skipped,
+    not built yet or failed, with its duration, counts and rejected items.
+    """
+    logger = get_run_logger()
+    root = str(Path(root).resolve())
+    stages = load_stages(root)
+    only = with_upstream(stages, targets) if targets else None
+    rows: list[dict[str, Any]] = []
+    failure: str | None = None
+    for group in ordered_steps(stages, only):
+        if failure:
+            rows.extend({"stage": n, "status": "not run", "seconds": 0.0, "counts": "", "rejected": None}
+                        for n in group)
+            continue
+        futures = {name: run_stage.submit(stages[name], root) for name in group}
+        for name, future in futures.items():
+            try:
+                rows.append(future.result())
+            except Exception as exc:  # one line per failed stage; the rest of the step has run
+                failure = failure or str(exc)
+                rows.append({"stage": name, "status": "failed", "seconds": None, "counts": str(exc),
+                             "rejected": None})
+    create_table_artifact(key="facedag-stages", table=rows, description="facedag: what each DVC stage did in this run")
+    for row in rows:
+        logger.info("%-14s %-13s %7s  %s", row["stage"], row["status"],
+                    "" if row["seconds"] is None else f"{row['seconds']:.1f}s", row["counts"])
+    if failure:
+        raise RuntimeError(failure)
+    return rows

@@ -1,0 +1,40 @@
+"""The flow's view of the DAG comes from DVC: the stage list, order and upstream closure."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.dvc_graph import load_stages, ordered_steps, with_upstream
+from tests.conftest import REPO
+
+STEPS = ["download", "trim", "extract", "align", "dedupe", "train", "convert", "render"]
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return load_stages(REPO)
+
+
+def test_all_eight_steps_are_declared_per_identity(stages):
+    assert {s.step for s in stages.values()} == set(STEPS)
+    for step in STEPS[:5]:
+        assert {f"{step}@src", f"{step}@dst"} <= set(stages)
+
+
+def test_steps_run_in_dag_order_and_ids_side_by_side(stages):
+    groups = ordered_steps(stages)
+    assert [g[0].split("@")[0] for g in groups] == STEPS
+    assert groups[0] == ["download@dst", "download@src"]
+
+
+def test_upstream_closure_follows_dvc_edges(stages):
+    assert with_upstream(stages, ["extract@src"]) == {"download@src", "trim@src", "extract@src"}
+    assert with_upstream(stages, ["trim"]) == {"download@src", "download@dst", "trim@src", "trim@dst"}
+    with pytest.raises(KeyError, match="no stage or step named"):
+        with_upstream(stages, ["nope"])
+
+
+def test_model_stages_are_frozen_until_built(stages):
+    assert all(stages[s].frozen for s in ("train", "convert", "render"))
+    assert not any(stages[s].frozen for s in stages if s.split("@")[0] in STEPS[:5])
+    assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)
