@@ -63,25 +63,6 @@ from facedag.stagekit import fresh_dir, identity_main
 STAGE = "trim"
 
 
-def clip_path(row: dict[str, Any], manifest_dir: Path) -> Path:
-    """Where the clip of a manifest row is: its `path` column (absolute, relative to the
-    project root or to the manifest's folder), else `<sha256>.*` beside the manifest."""
-    for key in ("path", "file", "clip"):
-        value = row.get(key)
-        if isinstance(value, str) and value:
-            p = Path(value)
-            for cand in (p, manifest_dir / p, manifest_dir / p.name):
-                if cand.is_file():
-                    return cand
-            return p
-    sha = str(row.get("sha256") or "")
-    if sha:
-        hits = sorted(q for q in manifest_dir.rglob(f"{sha}*") if q.is_file() and q.suffix != ".json")
-        if hits:
-            return hits[0]
-    return manifest_dir / f"{sha or 'unknown'}.mp4"
-
-
 def run(params: Params, identity: str) -> None:
     p = params.trim
     in_dir = Path("data/download") / identity
@@ -104,9 +85,8 @@ def run(params: Params, identity: str) -> None:
     samples_total = 0
     seen: set[str] = set()
     for rec in manifest.to_dict("records"):
-        src = clip_path(rec, in_dir)
-        sha = str(rec.get("sha256") or src.stem)
-        item = str(rec.get("uri") or src)
+        src = Path(rec["path"])  # repo-relative, as download@ID writes it
+        sha, item = str(rec["sha256"]), str(rec["uri"])
         if sha in seen:  # two sources that gave the same clip: scan and keep it once
             continue
         seen.add(sha)
