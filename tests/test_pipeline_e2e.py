@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flows.pipeline import pipeline
-from tests.conftest import TINY, VENV_BIN, make_project, tool_env
+from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = [f"{step}@{i}" for step in ("download", "trim", "extract", "align", "dedupe") for i in ("src", "dst")]
@@ -56,3 +56,24 @@ def test_flow_builds_cached_datasets_and_reruns_only_what_changed(tmp_path, demo
 
     repro = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
     assert repro.returncode == 0 and "Running stage" not in repro.stdout
+
+
+@pytest.mark.skipif(not (SAMPLES / "video_02.mp4").exists(), reason="../shared/samples is absent")
+def test_real_footage_through_the_data_stages(tmp_path, demo_sources):
+    """`dvc repro` of the data stages on real footage (CC BY samples, used in place)."""
+    real = {
+        "src": {"sources": [{"uri": str(SAMPLES / "video_02.mp4"), "start": 2.0, "end": 12.0, "licence": "CC-BY-2.0"}]},
+        "dst": {"sources": [{"uri": str(SAMPLES / "video_01.mp4"), "licence": "CC-BY-2.0"}]},
+    }
+    root = make_project(tmp_path / "real", demo_sources, {**TINY, "identities": real, "trim": {"max_seconds": 4}})
+    repro = subprocess.run([str(VENV_BIN / "dvc"), "repro", "dedupe"], cwd=root, env=tool_env(),
+                           capture_output=True, text=True)
+    assert repro.returncode == 0, repro.stdout[-2000:] + repro.stderr[-2000:]
+    assert "Traceback" not in repro.stdout + repro.stderr
+    for ident in ("src", "dst"):
+        trim = json.loads((root / f"data/trim/{ident}/metrics.json").read_text())
+        assert 0 < trim["seconds_kept"] <= 4 + 1e-6
+        faces = pd.read_parquet(root / f"data/extract/{ident}/faces.parquet")
+        assert len(faces) > 0 and faces["track"].nunique() >= 1
+        dataset = pd.read_parquet(root / f"data/dedupe/{ident}/dataset.parquet")
+        assert 0 < len(dataset) <= TINY["dedupe"]["max_faces"]
