@@ -8,7 +8,6 @@ are left out, and said so on stdout.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 

@@ -88,13 +88,15 @@ class Extract(Section):
     score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to keep a face")
     min_size: int = Field(40, ge=8, description="smallest face kept: sqrt(box width x height) in frame px")
     policy: Literal["largest", "center", "all"] = Field(
-        "largest", description="which face is the identity's: largest, nearest the centre (both followed by tracking), all"
+        "largest", description="the identity's face: largest or nearest the centre (followed by tracking), or all"
     )
     iou_threshold: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track")
-    track_max_gap: int = Field(10, ge=0, description="sampled frames a track may miss before it ends")
+    track_max_gap: float = Field(
+        1.0, ge=0, description="seconds a track may go unseen before it ends (the followed face is waited for)"
+    )
     batch: int = Field(8, ge=1, le=64, description="frames per detector batch")
     detect_max_side: int = Field(
-        480, ge=64, description="frames are downscaled to this long side for detection (faces >= min_size stay >= 30 px)"
+        480, ge=64, description="long side frames are downscaled to for detection (a min_size face stays >= 30 px)"
     )
 
 

@@ -36,7 +36,8 @@ def identity_main(stage: str, run: Callable[[Params, str], None]) -> None:
     try:
         params = load_params(args.params)
         if args.identity not in params.identities:
-            raise StageFailed(f"identity {args.identity!r} is not in {args.params} (have: {', '.join(params.identities)})")
+            have = ", ".join(params.identities)
+            raise StageFailed(f"identity {args.identity!r} is not in {args.params} (have: {have})")
         run(params, args.identity)
     except StageFailed as exc:
         print(f"{stage}@{args.identity}: error: {exc}", file=sys.stderr)

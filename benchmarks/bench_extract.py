@@ -1,0 +1,165 @@
+"""extract + align throughput and memory on the 640x480 sample (../shared/samples/video_02.mp4).
+
+Figures (see benchmarks/common.py for the format):
+- `extract_fps`: frames per second through the whole per-frame work of extract and align,
+  in-process with the stages' own functions and the shipped `extract`/`base` defaults:
+  decode (PyAV) + detect (RetinaFace, batched) + pick/track + loose crop + crop JPEG encode
+  and decode + align warp + head pose + features + aligned JPEG encode, every frame at the
+  native rate. Baseline `decode_fps`: decoding alone (`facedag.media.iter_frames`), the ceiling.
+  Beside it, `fps_at_detect_max_side_640`: the same with detection at the clip's full size.
+- `decode_fps`: the same decode figure on its own (baseline: the extract figure).
+- `extract_peak_rss_mb`: peak resident memory of the real extract and align stages run on
+  the clip concatenated 3x, baseline: the same on the clip once. Each in its own subprocess,
+  so the peaks are separate; equal figures mean memory is flat in clip length.
+
+The machine is shared and timings vary from run to run: each speed figure is the best of
+`REPEATS` passes, decode and extract passes interleaved so that both see the same load.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import SAMPLES, figure, peak_rss_mb
+
+CLIP = SAMPLES / "video_02.mp4"
+REPEATS = 3
+
+
+def decode_pass(path: Path) -> tuple[int, float]:
+    from facedag import media
+
+    t = time.perf_counter()
+    n = sum(1 for _ in media.iter_frames(path))
+    return n, time.perf_counter() - t
+
+
+def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
+    """(frames, faces, seconds) of extract + align's per-frame work over `path` (`ex`: an
+    `Extract` section, the shipped defaults when None)."""
+    from facedag.align import loose_crop
+    from facedag.detect import FaceDetector, FaceFollower
+    from facedag.params import Align, Base, Extract
+    from stages.align import align_row, encode_image
+    from stages.extract import encode_jpeg, iter_clip_faces
+
+    ex, al, base = ex or Extract(), Align(), Base()
+    detector = FaceDetector(ex.score_threshold, ex.min_size, ex.detect_max_side, max_batch=ex.batch)
+    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
+    frames = faces = 0
+    t = time.perf_counter()
+    for frame, chosen in iter_clip_faces(path, ex, detector, follower):
+        frames += 1
+        for det, _track in chosen:
+            crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
+            data = encode_jpeg(crop)
+            aligned, _m, _feats = align_row(
+                data, cm.reshape(-1), det.landmarks.reshape(-1), frame.image.shape[:2], base.face_size
+            )
+            encode_image(aligned, al.image_format, al.jpeg_quality)
+            faces += 1
+    return frames, faces, time.perf_counter() - t
+
+
+def _concat(src: Path, dst: Path, times: int) -> None:
+    from facedag.media import ffmpeg_input, run_ffmpeg
+
+    listing = dst.with_suffix(".txt")
+    quoted = str(src.resolve()).replace("'", "'\\''")
+    listing.write_text("".join(f"file '{quoted}'\n" for _ in range(times)))
+    run_ffmpeg(["-f", "concat", "-safe", "0", "-i", ffmpeg_input(listing), "-c", "copy", ffmpeg_input(dst)])
+
+
+def stage_peak(clip: Path, workdir: Path) -> dict[str, Any]:
+    """Run the real extract and align stages on `clip` in `workdir`; report the peak RSS (in this process)."""
+    import os
+
+    import pandas as pd
+
+    from facedag.params import Consent, Identity, Params, Source, Target
+    from stages import align as align_stage
+    from stages import extract as extract_stage
+
+    clips = workdir / "data" / "trim" / "bench" / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    (clips / clip.name).symlink_to(clip.resolve())
+    pd.DataFrame({"clip": [clip.name], "kept": [True]}).to_parquet(clips.parent / "selection.parquet")
+    consent = Consent(subject="benchmark", basis="licence", evidence="CC BY 2.0 sample", scope="benchmark")
+    params = Params(
+        identities={"bench": Identity(consent=consent, sources=[Source(uri=str(clip))])},
+        target=Target(uri=str(clip)),
+    )
+    os.chdir(workdir)
+    extract_stage.run(params, "bench")
+    align_stage.run(params, "bench")
+    metrics = json.loads((workdir / "data" / "extract" / "bench" / "metrics.json").read_text())
+    return {"peak_rss_mb": peak_rss_mb(), "frames": metrics["frames_sampled"], "faces": metrics["faces"]}
+
+
+def _peak_in_subprocess(clip: Path, workdir: Path) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_extract", "--stage-peak", str(clip), str(workdir)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"peak measurement failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run() -> dict[str, dict]:
+    if not CLIP.exists():
+        print(f"bench_extract: {CLIP} is absent, no figures")
+        return {}
+    extract_pass(CLIP)  # warm up: session creation, page cache, lazy imports
+    from facedag.params import Extract
+
+    full_res = Extract(detect_max_side=640)  # detection at the clip's own size, for comparison
+    best_dec = best_ext = best_full = 0.0
+    frames = faces = 0
+    for _ in range(REPEATS):
+        n, dt = decode_pass(CLIP)
+        best_dec = max(best_dec, n / dt)
+        frames, faces, dt = extract_pass(CLIP)
+        best_ext = max(best_ext, frames / dt)
+        n, _faces, dt = extract_pass(CLIP, full_res)
+        best_full = max(best_full, n / dt)
+    with tempfile.TemporaryDirectory(prefix="bench_extract.") as tmp:
+        tmp_path = Path(tmp)
+        long_clip = tmp_path / "video_02_x3.mp4"
+        _concat(CLIP, long_clip, 3)
+        once = _peak_in_subprocess(CLIP, tmp_path / "once")
+        thrice = _peak_in_subprocess(long_clip, tmp_path / "thrice")
+    return {
+        "extract_fps": figure(
+            best_ext, "frames/s", "decode alone (facedag.media.iter_frames)", best_dec,
+            clip=CLIP.name, frames=frames, faces=faces, detect_max_side=Extract().detect_max_side,
+            fps_at_detect_max_side_640=round(best_full, 3),
+            note=f"extract+align per-frame work, native rate, best of {REPEATS}",
+        ),
+        "decode_fps": figure(best_dec, "frames/s", "extract+align", best_ext, clip=CLIP.name),
+        "extract_peak_rss_mb": figure(
+            thrice["peak_rss_mb"], "MiB", "the same stages on the clip once", once["peak_rss_mb"],
+            frames=thrice["frames"], baseline_frames=once["frames"],
+            note="extract then align stage in one subprocess, clip concatenated 3x",
+        ),
+    }  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--stage-peak":
+        print(json.dumps(stage_peak(Path(argv[1]), Path(argv[2]))))
+        return 0
+    for key, fig in run().items():
+        print(key, json.dumps(fig))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
