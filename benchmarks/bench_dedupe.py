@@ -33,7 +33,8 @@ import pandas as pd
 
 from benchmarks.common import SAMPLES, figure
 from facedag.coverage import pose_light_grid, summary
-from facedag.curate import THUMB, balance, curate, decode_image, signature
+from facedag.curate import THUMB, balance, curate, signature
+from facedag.tables import decode_image
 
 SAMPLE = SAMPLES / "video_02.mp4"
 FACE_SIZE = 128

@@ -44,21 +44,22 @@ def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
     """(frames, faces, seconds) of extract + align's per-frame work over `path` (`ex`: an
     `Extract` section, the shipped defaults when None)."""
     from facedag.align import loose_crop
-    from facedag.detect import FaceDetector, FaceFollower
+    from facedag.detect import FaceDetector, FaceFollower, follow_faces
+    from facedag.media import iter_frames
     from facedag.params import Align, Base, Extract
-    from stages.align import align_row, encode_image
-    from stages.extract import encode_jpeg, iter_clip_faces
+    from facedag.tables import encode_image
+    from stages.align import align_row
 
     ex, al, base = ex or Extract(), Align(), Base()
     detector = FaceDetector(ex.score_threshold, ex.min_size, ex.detect_max_side, max_batch=ex.batch)
     follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
     frames = faces = 0
     t = time.perf_counter()
-    for frame, chosen in iter_clip_faces(path, ex, detector, follower):
+    for frame, chosen in follow_faces(iter_frames(path, fps=ex.fps), detector, follower, ex.batch):
         frames += 1
         for det, _track in chosen:
             crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
-            data = encode_jpeg(crop)
+            data = encode_image(crop, "jpg", 95)
             aligned, _m, _feats = align_row(
                 data, cm.reshape(-1), det.landmarks.reshape(-1), frame.image.shape[:2], base.face_size
             )

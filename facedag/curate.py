@@ -72,15 +72,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
-def decode_image(data: bytes) -> np.ndarray | None:
-    """RGB uint8 from encoded (jpg/png) bytes, None when they do not decode."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def phash(image: np.ndarray) -> int:
     """64-bit DCT perceptual hash.
 

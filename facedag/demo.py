@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from facedag.media import ffmpeg_exe, ffmpeg_input
-from facedag.records import atomic_path, atomic_write_json
+from facedag.records import atomic_path, atomic_write_json, sha256_file
 
 RECIPE_VERSION = 1  # bump when the rendering code changes what a recipe produces
 WIDTH, HEIGHT, FPS = 640, 480, 25
@@ -228,14 +228,6 @@ def encode(recipe: Recipe, out: Path, timeout: float = 300.0) -> None:
             raise RuntimeError(f"ffmpeg failed on demo clip {recipe.name}: {err}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build(recipe: Recipe, out_dir: str | Path = "data/demo", force: bool = False) -> tuple[Path, bool]:
     """Build one clip unless an identical recipe is already built. Returns (path, rebuilt)."""
     out_dir = Path(out_dir)
@@ -244,7 +236,7 @@ def build(recipe: Recipe, out_dir: str | Path = "data/demo", force: bool = False
     if not force and clip.exists() and note.exists():
         try:
             old = json.loads(note.read_text())
-            if old.get("recipe_hash") == digest and old.get("sha256") == _sha256(clip):
+            if old.get("recipe_hash") == digest and old.get("sha256") == sha256_file(clip):
                 return clip, False
         except (OSError, ValueError):
             pass
@@ -255,7 +247,7 @@ def build(recipe: Recipe, out_dir: str | Path = "data/demo", force: bool = False
         {
             "recipe": asdict(recipe),
             "recipe_hash": digest,
-            "sha256": _sha256(clip),
+            "sha256": sha256_file(clip),
             "portrait": PORTRAITS[recipe.portrait].credit,
             "licence": "public domain",
             "generator": "facedag.demo",

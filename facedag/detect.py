@@ -33,6 +33,7 @@ Policy = Literal["largest", "center", "all"]
 POLICIES: tuple[str, ...] = ("largest", "center", "all")
 
 T = TypeVar("T")
+F = TypeVar("F")  # a decoded frame: anything with `.image` (RGB) and `.time` (s)
 _STRIDE = 32  # the coarsest feature map: inputs are padded to a multiple of it
 
 
@@ -441,6 +442,23 @@ def prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+
+
+def follow_faces(
+    frames: Iterable[F], detector: FaceDetector, follower: FaceFollower, batch: int = 8
+) -> Iterator[tuple[F, list[tuple[Detection, int]]]]:
+    """(frame, [(Detection, track)]) for every frame of one clip, detected in batches.
+
+    `frames` are `facedag.media.Frame`s (anything with `.image` and `.time`). They are
+    decoded on a background thread (`prefetch`), overlapping with detection. The follower
+    is reset first: tracks never run across clips. extract and convert both go through
+    here, so the dst face is found the same way in training data and in the target.
+    """
+    follower.reset()
+    for group in batched(prefetch(frames, depth=2 * batch), batch):
+        found = detector.detect_batch([f.image for f in group])
+        for frame, dets in zip(group, found, strict=True):
+            yield frame, follower.update(dets, frame.image.shape, frame.time)
 
 
 def batched(items: Iterable, n: int) -> Iterator[list]:

@@ -50,7 +50,6 @@ ffmpeg_failed               ffmpeg could not normalise it
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import http.client
 import ipaddress
 import itertools
@@ -72,7 +71,7 @@ import av
 
 from facedag.media import VideoInfo, ffmpeg_input, probe, run_ffmpeg
 from facedag.params import Download
-from facedag.records import Rejected
+from facedag.records import Rejected, sha256_file
 
 REASONS = (
     "not_found", "unsupported_scheme", "unsupported_protocol", "private_address", "dns_failed",
@@ -533,14 +532,6 @@ def normalise(
         # A broken audio track must not cost the video: try once more without it.
         run_ffmpeg([*head, *video, "-an", ffmpeg_input(dst)], timeout=cfg.timeout_s, what="normalise")
     return False
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ fsync, then `os.replace`), and so that every unusable item is recorded the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -121,6 +122,15 @@ class Rejections:
         """Write the file atomically."""
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows)
         atomic_write_bytes(self.path, text.encode())
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks: clips are stored and recorded by it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_metrics(out_dir: str | os.PathLike[str], metrics: dict[str, Any]) -> None:

@@ -37,12 +37,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facedag.coverage import summary
-from facedag.curate import THUMB, curate, decode_image, hash_to_hex, signature
+from facedag.curate import THUMB, curate, hash_to_hex, signature
 from facedag.features import sharpness
 from facedag.params import Params
 from facedag.records import Rejections, StageFailed, atomic_path, write_metrics
 from facedag.report import dedupe_figure
 from facedag.stagekit import fresh_dir, identity_main
+from facedag.tables import decode_image
 
 STAGE = "dedupe"
 READ_BATCH = 256

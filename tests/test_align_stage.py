@@ -106,7 +106,7 @@ def test_align_fails_in_one_line_when_nothing_is_usable(tmp_path: Path) -> None:
     root = make_project(tmp_path, {})
     faces = root / "data" / "extract" / "src" / "faces.parquet"
     faces.parent.mkdir(parents=True)
-    from stages.extract import SCHEMA
+    from facedag.tables import FACES_SCHEMA as SCHEMA
 
     row = {"face": "x", "clip": "c.mp4", "frame": 0, "time": 0.0, "frame_width": 64, "frame_height": 64,
            "track": 0, "score": 0.9, "bbox": [0, 0, 10, 10], "landmarks": [0.0] * 10, "crop": b"junk",

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from stages.align import SCHEMA
+from facedag.tables import ALIGNED_SCHEMA as SCHEMA
 from tests.conftest import REPO, tool_env
 from tests.test_curate import planted
 
