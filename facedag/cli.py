@@ -8,16 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# Telemetry off before Prefect or DVC is imported: they read these at import time.
-for _key, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("DVC_NO_ANALYTICS", "1")):
-    os.environ.setdefault(_key, _value)
 
-
+# Every command imports flows (whose __init__ turns telemetry off) before Prefect or DVC.
 def _run(args: argparse.Namespace) -> int:
-    from flows.pipeline import pipeline
+    from flows.pipeline import pipeline, result_files
 
     try:
         rows = pipeline(root=args.root, targets=args.stages or None)
@@ -26,6 +22,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     ran = sum(r["status"] == "ran" for r in rows)
     print(f"facedag run: {len(rows)} stages, {ran} ran, {len(rows) - ran} skipped or not built yet")
+    for path in result_files(args.root):
+        print(f"  {path}")
     return 0
 
 

@@ -18,12 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import StageInfo, load_stages, ordered_steps, with_upstream
 
 _RAN = re.compile(r"^Running stage '")
+# What a person opens after a run, when it exists (globs, relative to the project root).
+RESULTS = ["data/render/output.mp4", "data/render/output.json", "models/previews/latest.png",
+           "data/dedupe/*/report.png", "data/trim/*/coverage.png"]
+
+
+def result_files(root: str | Path) -> list[Path]:
+    """The run's outputs worth looking at, in RESULTS order."""
+    root = Path(root)
+    return [path for pattern in RESULTS for path in sorted(root.glob(pattern))]
 _SKIPPED = re.compile(r"didn't change, skipping$")
 
 
@@ -125,6 +134,11 @@ def pipeline(root: str = ".", targets: list[str] | None = None) -> list[dict[str
                 rows.append({"stage": name, "status": "failed", "seconds": None, "counts": str(exc),
                              "rejected": None})
     create_table_artifact(key="facedag-stages", table=rows, description="facedag: what each DVC stage did in this run")
+    files = result_files(root)
+    if files:
+        links = "\n".join(f"- [{path.relative_to(root)}]({path.as_uri()})" for path in files)
+        create_markdown_artifact(key="facedag-results", markdown=f"## facedag results\n\n{links}\n",
+                                 description="the output video, its provenance record and the reports")
     for row in rows:
         logger.info("%-14s %-13s %7s  %s", row["stage"], row["status"],
                     "" if row["seconds"] is None else f"{row['seconds']:.1f}s", row["counts"])

@@ -7,15 +7,29 @@ from __future__ import annotations
 import json
 import subprocess
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
+from prefect.settings import PREFECT_API_URL
 
 from flows.pipeline import pipeline
 from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = [f"{step}@{i}" for step in ("download", "trim", "extract", "align", "dedupe") for i in ("src", "dst")]
+
+
+def _latest_artifact(key: str) -> dict:
+    """The newest artifact with `key`, read back from the Prefect REST API."""
+    response = httpx.get(f"{PREFECT_API_URL.value()}/artifacts/{key}/latest", timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _rows(data: object) -> list[dict]:
+    """A table artifact's rows (the API returns them as JSON text)."""
+    return json.loads(data) if isinstance(data, str) else list(data)
 
 
 def _by_stage(rows: list[dict]) -> dict[str, str]:
@@ -34,6 +48,9 @@ def test_flow_builds_cached_datasets_and_reruns_only_what_changed(tmp_path, demo
         assert (root / f"data/dedupe/{ident}/report.png").stat().st_size > 0
         extract = json.loads((root / f"data/extract/{ident}/metrics.json").read_text())
         assert extract["faces"] > 0 and extract["frames_with_face"] <= extract["frames_sampled"]
+
+    table = _latest_artifact("facedag-stages")  # read back from the Prefect API
+    assert {row["stage"]: row["status"] for row in _rows(table["data"])} == first
 
     second = _by_stage(pipeline(root=str(root)))
     assert {s: second[s] for s in DATA_STAGES} == dict.fromkeys(DATA_STAGES, "skipped")
