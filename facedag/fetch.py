@@ -540,6 +540,7 @@ class Clip:
 
     path: Path
     sha256: str
+    source_sha256: str  # of the bytes as fetched, before cut and normalisation: what provenance cites
     info: VideoInfo
     start: float
     end: float
@@ -575,6 +576,7 @@ def make_clip(
     """Fetch, probe, cut, normalise and store one source. Raises Rejected."""
     raw = fetch_source(uri, workdir, cfg, root, guard)
     try:
+        source_sha = sha256_file(raw)
         info = probe(raw)
         begin, stop = cut_range(info, start, end)
         clips_dir.mkdir(parents=True, exist_ok=True)
@@ -587,7 +589,7 @@ def make_clip(
         finally:
             tmp.unlink(missing_ok=True)
         stop = stop if stop is not None else info.duration
-        return Clip(path, sha, out, begin, round(min(stop, begin + out.duration), 6), copied, duplicate)
+        return Clip(path, sha, source_sha, out, begin, round(min(stop, begin + out.duration), 6), copied, duplicate)
     finally:
         if raw.is_relative_to(workdir):
             raw.unlink(missing_ok=True)

@@ -9,7 +9,8 @@ Reads `download` and `identities.<ID>.sources` from params.yaml. Writes, under
   rotation applied, AAC audio when the source has audio); a clip reached from two sources is
   stored once.
 - `manifest.parquet`: one row per usable source: source (index in the sources list), uri,
-  sha256, path (relative to the project root), duration, fps, width, height, frames, audio,
+  sha256 (of the stored clip), source_sha256 (of the source as fetched), path (relative to
+  the project root), duration, fps, width, height, frames, audio,
   licence, start, end (the cut, in the source's seconds), copied (stream copy), duplicate.
 - `rejected.jsonl`: one line per unusable source (reason codes in `facedag.fetch`).
 - `metrics.json`: sources, clips, duplicates, rejected, seconds.
@@ -37,7 +38,8 @@ SCHEMA = pa.schema(
     [
         ("source", pa.int32()),
         ("uri", pa.string()),
-        ("sha256", pa.string()),
+        ("sha256", pa.string()),  # of the stored, normalised clip (its file name)
+        ("source_sha256", pa.string()),  # of the source as fetched (provenance)
         ("path", pa.string()),
         ("duration", pa.float64()),
         ("fps", pa.float64()),
@@ -80,6 +82,7 @@ def run(params: Params, identity: str, root: Path | None = None) -> None:
                     "source": index,
                     "uri": source.uri,
                     "sha256": clip.sha256,
+                    "source_sha256": clip.source_sha256,
                     "path": clip.path.relative_to(root).as_posix(),
                     "duration": info.duration,
                     "fps": info.fps,

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from facedag.media import probe
+from facedag.records import sha256_file
 from tests import badinputs as bad
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,7 @@ def test_mixed_batch(tmp_path: Path) -> None:
     by_uri = manifest.set_index("uri")
     assert (by_uri.loc["in put/rotated.mp4", "width"], by_uri.loc["in put/rotated.mp4", "height"]) == (120, 160)
     assert not by_uri.loc["in put/silent.mp4", "audio"]
+    assert by_uri.loc["in put/silent.mp4", "source_sha256"] == sha256_file(tmp_path / "in put/silent.mp4")
     cut = by_uri.loc[good.as_uri()]
     assert (cut.start, cut.end, cut.licence) == (0.5, 1.5, "CC-BY-4.0") and abs(cut.duration - 1.0) < 0.05
     if SAMPLE.exists():
