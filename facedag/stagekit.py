@@ -42,3 +42,15 @@ def identity_main(stage: str, run: Callable[[Params, str], None]) -> None:
     except StageFailed as exc:
         print(f"{stage}@{args.identity}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def stage_main(stage: str, run: Callable[[Params], None]) -> None:
+    """Entry point of a stage over all identities (train, convert, render): `python -m stages.<stage>`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    try:
+        run(load_params(args.params))
+    except StageFailed as exc:
+        print(f"{stage}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
