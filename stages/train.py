@@ -1,11 +1,33 @@
-"""The train stage: declared in dvc.yaml (frozen) so the DAG is whole; built by the model-half issue.
+"""The train stage: `python -m stages.train` from the project root.
 
-Until then it refuses to run, and writes nothing: a placeholder output would let DVC cache
-a result that does not exist.
+Reads params `base`, `train` and `identities`; data/dedupe/<ID>/dataset.parquet of every
+identity. Refuses to start (exit 1, one line naming the identity) unless every identity has a
+consent record. Writes models/model.safetensors, models/model.json, and the persisted
+models/checkpoints/, models/live/ (dvclive) and models/previews/ (facedag.training).
+
+Exit status: 0 when it stopped at train.max_steps or train.max_minutes; 1 on a clear failure;
+128 + the signal number (143 for SIGTERM, 130 for SIGINT) when a signal stopped it: it still
+finishes the step in progress, checkpoints and writes the model, but reports the run as
+interrupted, so that DVC does not record an unfinished training as done and the next
+`dvc repro` resumes it.
 """
+
+from __future__ import annotations
 
 import sys
 
+from facedag.consent import require_consent
+from facedag.params import Params
+from facedag.stagekit import stage_main
+from facedag.training import train
+
+
+def run(params: Params) -> None:
+    require_consent(params, list(params.identities), target=False)
+    result = train(params, ".")
+    if result.signal is not None:
+        sys.exit(128 + result.signal)
+
+
 if __name__ == "__main__":
-    print("train: not built yet (the model half of the pipeline lands with a later release)", file=sys.stderr)
-    sys.exit(1)
+    stage_main("train", run)

@@ -1,0 +1,88 @@
+"""Training augmentation in torch, on whatever device the batch lives on (the GPU under CUDA, where
+the dataset stays resident as uint8 and no batch ever crosses the bus).
+
+Per sample, from one torch.Generator (so a checkpoint that saves the generator's state replays
+the exact same augmentations after a resume):
+
+- affine jitter, applied to the input AND the target (and the loss weights): rotation up to
+  +-250*warp degrees (10 at warp 0.04), scale and shift up to +-1.25*warp (5 %), and a horizontal
+  flip with probability `flip`. It teaches pose tolerance without teaching the decoder to undo it.
+- random warp, applied to the input only: a smooth field (a 5x5 grid of offsets up to +-warp of
+  the face side, upsampled bicubically). The model has to rebuild the unwarped face, so it
+  learns faces rather than copying pixels (the classic deepfakes/DeepFaceLab trick).
+- colour and lighting, applied to input and target alike: a per-channel gain of +-colour_shift,
+  a brightness offset of +-light_shift and a left/right light gradient of +-light_shift. Same on
+  both, so the decoder learns to keep the input's colour and light, which convert relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+WARP_GRID = 5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    warp: float = 0.04
+    flip: float = 0.5
+    colour_shift: float = 0.05
+    light_shift: float = 0.08
+
+    @classmethod
+    def from_train(cls, train: object) -> AugmentConfig:
+        """From a facedag.params.Train section."""
+        return cls(float(train.warp), float(train.flip), float(train.colour_shift), float(train.light_shift))
+
+
+def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device) * (hi - lo) + lo
+
+
+def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, targets, per-sample weights) from faces (N, 3, S, S) float in [0, 1].
+
+    `weights` is the (1, 1, S, S) loss map on the template; it is moved with the target face.
+    Every random number comes from `gen`, which must live on `faces.device`; the draws happen in
+    a fixed order and count, whatever the values, so the generator's state advances identically.
+    """
+    n, _, s, _ = faces.shape
+    dev = faces.device
+    rot = math.radians(min(10.0, 250.0 * cfg.warp))
+    scl = 1.25 * cfg.warp
+    shift = 1.25 * cfg.warp * 2.0  # grid units span 2 per side
+    angle = _uniform(gen, (n,), -rot, rot, dev)
+    scale = 1.0 + _uniform(gen, (n,), -scl, scl, dev)
+    tx, ty = _uniform(gen, (n,), -shift, shift, dev), _uniform(gen, (n,), -shift, shift, dev)
+    flip = torch.where(torch.rand((n,), generator=gen, device=dev) < cfg.flip, -1.0, 1.0)
+    offsets = _uniform(gen, (n, 2, WARP_GRID, WARP_GRID), -2.0 * cfg.warp, 2.0 * cfg.warp, dev)
+    gain = 1.0 + _uniform(gen, (n, 3, 1, 1), -cfg.colour_shift, cfg.colour_shift, dev)
+    bright = _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift, dev)
+    slope = _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift, dev)
+
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, tx], 1),
+        torch.stack([sin * flip, cos, ty], 1),
+    ], 1).to(faces.dtype)  # fmt: skip
+    grid = F.affine_grid(theta, [n, 3, s, s], align_corners=False)
+    field = F.interpolate(offsets, size=(s, s), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+
+    targets = F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    inputs = F.grid_sample(faces, grid + field.to(faces.dtype), mode="bilinear", padding_mode="border",
+                           align_corners=False)
+    w = F.grid_sample(weights.expand(n, 1, s, s).to(faces.dtype), grid, mode="bilinear", padding_mode="zeros",
+                      align_corners=False)
+
+    x = torch.linspace(-1.0, 1.0, s, device=dev, dtype=faces.dtype).view(1, 1, 1, s)
+    light = bright + slope * x
+
+    def colour(img: torch.Tensor) -> torch.Tensor:
+        return (img * gain + light).clamp_(0.0, 1.0)
+
+    return colour(inputs), colour(targets), w

@@ -1,0 +1,180 @@
+"""The training set: every identity's dataset.parquet as one uint8 tensor, a held-out split, a hash.
+
+Faces are decoded once and kept as uint8 (N, 3, S, S) on the training device (1/4 of float32;
+2000 faces at 256 px are 390 MB), and turned into float batches there, so under CUDA no image
+crosses the bus after the start.
+
+The held-out split is by track (clip + track), not by face: neighbouring frames of one track are
+near-copies, so a face-level split would measure memorisation. With fewer than two tracks there
+is nothing honest to hold out; evaluation then uses training faces and says so (`holdout_is_train`).
+
+The dataset hash covers what the training run consumes: each identity's name and the sha256 of
+its dataset.parquet, the face size, and the split (holdout fraction and seed). A checkpoint from
+another hash is stale: training starts fresh and moves it aside (facedag.checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from facedag.records import StageFailed, sha256_file
+from facedag.tables import decode_image
+
+
+def dataset_path(root: str | os.PathLike[str], identity: str) -> Path:
+    """Where the data half leaves an identity's faces."""
+    return Path(root) / "data" / "dedupe" / identity / "dataset.parquet"
+
+
+@dataclass
+class FaceSet:
+    identity: str
+    images: torch.Tensor  # uint8 (N, 3, S, S), on the training device
+    groups: list[str]  # "<clip>#<track>" per face
+    train_idx: torch.Tensor  # int64 indices into images
+    holdout_idx: torch.Tensor
+    holdout_is_train: bool  # no track could be held out: evaluation uses training faces
+    skipped: int  # rows whose image did not decode
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device."""
+        return self.images.index_select(0, idx.to(self.images.device)).float().div_(255.0)
+
+
+def read_faces(path: str | os.PathLike[str], face_size: int) -> tuple[np.ndarray, list[str], int]:
+    """(uint8 (N, S, S, 3) RGB faces, group per face, undecodable count) from a dataset.parquet.
+
+    Faces stored at another size are resized (INTER_AREA down, cubic up), so a model can train
+    at a size other than the one the data half aligned at.
+    """
+    table = pq.read_table(path, columns=["clip", "track", "image"])
+    clips = table.column("clip").to_pylist()
+    tracks = table.column("track").to_pylist()
+    images = table.column("image").to_pylist()
+    out: list[np.ndarray] = []
+    groups: list[str] = []
+    skipped = 0
+    for clip, track, data in zip(clips, tracks, images, strict=True):
+        img = decode_image(data)
+        if img is None or img.shape[0] != img.shape[1]:
+            skipped += 1
+            continue
+        if img.shape[0] != face_size:
+            interp = cv2.INTER_AREA if img.shape[0] > face_size else cv2.INTER_CUBIC
+            img = cv2.resize(img, (face_size, face_size), interpolation=interp)
+        out.append(img)
+        groups.append(f"{clip}#{track}")
+    faces = np.stack(out) if out else np.zeros((0, face_size, face_size, 3), np.uint8)
+    return faces, groups, skipped
+
+
+def split_holdout(groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): round(fraction x tracks) whole tracks held out (at least
+    one when fraction > 0, never all of them); chosen by `seed`, independent of row order."""
+    names = sorted(set(groups))
+    n_hold = 0
+    if fraction > 0 and len(names) >= 2:
+        n_hold = min(max(1, round(fraction * len(names))), len(names) - 1)
+    rng = np.random.default_rng(seed)
+    held = set(np.asarray(names, dtype=object)[rng.permutation(len(names))[:n_hold]].tolist()) if n_hold else set()
+    is_held = np.array([g in held for g in groups], dtype=bool)
+    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
+
+
+def dataset_hash(root: str | os.PathLike[str], identities: list[str], face_size: int, holdout: float,
+                 seed: int) -> str:
+    """sha256 (hex) of what a training run consumes (see the module docstring)."""
+    record = {
+        "identities": [[name, sha256_file(dataset_path(root, name))] for name in identities],
+        "face_size": int(face_size),
+        "holdout": float(holdout),
+        "seed": int(seed),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size: int, holdout: float, seed: int,
+                 device: str | torch.device = "cpu") -> dict[str, FaceSet]:
+    """Every identity's FaceSet; StageFailed (one line naming the identity) when one has no usable face."""
+    sets: dict[str, FaceSet] = {}
+    for name in identities:
+        path = dataset_path(root, name)
+        if not path.exists():
+            raise StageFailed(f"{path} not found: run the data stages for identity {name!r} first (dedupe@{name})")
+        faces, groups, skipped = read_faces(path, face_size)
+        if len(faces) == 0:
+            raise StageFailed(f"identity {name!r} has no usable face in {path}")
+        train_idx, hold_idx = split_holdout(groups, holdout, seed)
+        holdout_is_train = len(hold_idx) == 0
+        if holdout_is_train:
+            hold_idx = train_idx[: min(len(train_idx), 16)]
+        images = torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous().to(device)
+        sets[name] = FaceSet(name, images, groups, torch.from_numpy(train_idx).long(),
+                             torch.from_numpy(hold_idx).long(), holdout_is_train, skipped)
+    return sets
+
+
+def write_portrait_dataset(path: str | os.PathLike[str], portrait: str, face_size: int, tracks: int = 3,
+                           per_track: int = 6, seed: int = 0) -> int:
+    """A small, real dataset.parquet without footage (tests and benchmarks): one of the demo's
+    public-domain portraits (facedag.demo.load_portrait), its landmarks found by RetinaFace, then
+    aligned `tracks` x `per_track` times with jittered landmarks (roll +-8 degrees, scale +-6 %,
+    shift +-4 % of the eye distance) and a brightness change per track. Not used by the stage.
+    Returns the row count.
+    """
+    from facedag.align import align_face, aligned_matrix
+    from facedag.tables import ALIGNED_SCHEMA, FEATURES, TableWriter, encode_image
+
+    image, landmarks = _portrait_landmarks(portrait)
+    rng = np.random.default_rng(seed)
+    eye_d = float(np.hypot(*(landmarks[1] - landmarks[0])))
+    centre = landmarks.mean(0)
+    h, w = image.shape[:2]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with TableWriter(out, ALIGNED_SCHEMA) as writer:
+        for track in range(tracks):
+            gain = 1.0 + 0.12 * (track - (tracks - 1) / 2)
+            for k in range(per_track):
+                a = np.radians(rng.uniform(-8, 8))
+                sc = 1.0 + rng.uniform(-0.06, 0.06)
+                rot = sc * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+                lm = (landmarks - centre) @ rot.T + centre + rng.uniform(-0.04, 0.04, 2) * eye_d
+                m = aligned_matrix(lm, face_size)
+                face = np.clip(align_face(image, m, face_size).astype(np.float32) * gain, 0, 255).astype(np.uint8)
+                x0, y0 = lm.min(0)
+                x1, y1 = lm.max(0)
+                writer.add(face=f"{portrait}#{track}#{k}", clip=f"{portrait}_{track:04d}.mp4", frame=k, time=k / 25.0,
+                           frame_width=w, frame_height=h, track=track, score=0.99,
+                           bbox=[float(x0 - eye_d), float(y0 - eye_d), float(x1 + eye_d), float(y1 + eye_d)],
+                           landmarks=[float(v) for v in lm.ravel()], face_size=face_size,
+                           matrix=[float(v) for v in m.ravel()], **{f: 0.0 for f in FEATURES},
+                           image=encode_image(face, "png"), image_format="png")
+                n += 1
+    return n
+
+
+_LANDMARKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _portrait_landmarks(portrait: str) -> tuple[np.ndarray, np.ndarray]:
+    if portrait not in _LANDMARKS:
+        from facedag.demo import load_portrait
+        from facedag.detect import FaceDetector
+
+        image = load_portrait(portrait)
+        dets = FaceDetector(threads=1).detect(image)
+        if not dets:
+            raise ValueError(f"no face found in portrait {portrait!r}")
+        _LANDMARKS[portrait] = (image, np.asarray(dets[0].landmarks, np.float64))
+    return _LANDMARKS[portrait]
