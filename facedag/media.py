@@ -69,15 +69,21 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def run_ffmpeg(args: Sequence[str | os.PathLike[str]], timeout: float = 600.0, what: str = "ffmpeg") -> None:
-    """Run ffmpeg with `args` (no shell), quiet, with a time limit.
+def run_ffmpeg(
+    args: Sequence[str | os.PathLike[str]],
+    timeout: float = 600.0,
+    what: str = "ffmpeg",
+    cwd: str | os.PathLike[str] | None = None,
+) -> None:
+    """Run ffmpeg with `args` (no shell), quiet, with a time limit, in `cwd` when given.
 
     Raises Rejected `timeout` when it runs past `timeout` seconds (the process is killed) and
     `ffmpeg_failed` with ffmpeg's last error line when it exits non-zero.
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *map(os.fspath, args)]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise Rejected("timeout", f"{what} ran longer than {timeout:g} s") from None
     if proc.returncode != 0:
