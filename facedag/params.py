@@ -8,6 +8,7 @@ Stages read only their own section plus `base` (DESIGN.md), which is also what t
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -28,13 +29,14 @@ class Base(Section):
 
 
 class Consent(Section):
-    """Who agreed to what. Checked in depth by train and convert (a later issue)."""
+    """Who agreed to what, on which basis. train and convert refuse to run without one
+    (facedag.consent); the data stages do not need it, so footage can be gathered first."""
 
-    subject: str
+    subject: str = Field(min_length=1)
     basis: Literal["consent", "licence", "self"]
-    evidence: str
-    scope: str
-    expires: str | None = None
+    evidence: str = Field(min_length=1, description="where the proof is: a path or URL, or the licence")
+    scope: str = Field(min_length=1)
+    expires: date | None = Field(None, description="ISO date after which the record no longer covers new work")
 
 
 class Source(Section):
@@ -45,7 +47,7 @@ class Source(Section):
 
 
 class Identity(Section):
-    consent: Consent
+    consent: Consent | None = None
     sources: list[Source] = Field(min_length=1)
 
 
@@ -117,6 +119,70 @@ class Dedupe(Section):
     light_dir_bins: int = Field(3, ge=1, description="lighting direction (left/right asymmetry) bins")
 
 
+class Train(Section):
+    """The train stage: one shared encoder, one decoder per identity (facedag.model, facedag.training).
+
+    The defaults are the demo: a small model (widths 16, bottleneck 128) that learns a visible,
+    blurry likeness on 2 CPU cores in a few minutes at base.face_size 64..128. Real runs use a GPU,
+    base.face_size 128..256, encoder_width/decoder_width 64, bottleneck 512, batch_size 16..32,
+    max_steps 100000+ (days), max_minutes as the per-run budget of a scheduled deployment that
+    resumes from the last checkpoint each time, and checkpoint_every/preview_every 1000.
+    """
+
+    max_steps: int = Field(800, ge=1, description="total optimiser steps; raising it continues the same run")
+    max_minutes: float = Field(6.0, gt=0, description="wall-clock budget of one run; it then checkpoints and stops")
+    batch_size: int = Field(8, ge=1, le=1024, description="faces per identity per step")
+    lr: float = Field(5e-4, gt=0, lt=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW decoupled weight decay")
+    encoder_width: int = Field(16, ge=4, le=512, description="channels of the first encoder conv (x2 per level)")
+    decoder_width: int = Field(16, ge=4, le=512, description="channels of the last decoder level (x2 per level up)")
+    bottleneck: int = Field(128, ge=8, le=4096, description="size of the shared latent vector")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (also on SIGTERM/SIGINT)")
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept in models/checkpoints")
+    preview_every: int = Field(100, ge=1, description="steps between preview grids in models/previews")
+    eval_every: int = Field(50, ge=1, description="steps between held-out SSIM evaluations (and log lines)")
+    holdout: float = Field(0.2, ge=0, lt=1, description="fraction of tracks (clip+track) held out for SSIM")
+    ssim_weight: float = Field(0.85, ge=0, description="weight of masked DSSIM ((1 - SSIM) / 2) in the loss")
+    l1_weight: float = Field(0.15, ge=0, description="weight of masked L1 in the loss")
+    eyes_mouth_weight: float = Field(3.0, ge=1, description="loss weight on eyes and mouth (face = 1, outside = 0)")
+    warp: float = Field(0.04, ge=0, le=0.2, description="random warp amplitude, fraction of the face side")
+    flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    colour_shift: float = Field(0.05, ge=0, le=0.5, description="max per-channel gain change (+-)")
+    light_shift: float = Field(0.08, ge=0, le=0.5, description="max brightness offset and left/right light gradient")
+    deterministic: bool = Field(False, description="bit-exact CPU runs (tests): deterministic kernels, 1 thread")
+
+
+class Convert(Section):
+    """The convert stage: find the `replace` face in the target, paint it with `swap_to`'s decoder."""
+
+    swap_to: str = Field("src", min_length=1, description="identity whose decoder paints the face")
+    replace: str = Field("dst", min_length=1, description="identity in the target (names and records only)")
+    score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to swap a face")
+    min_size: int = Field(40, ge=8, description="smallest face swapped: sqrt(box width x height) in frame px")
+    policy: Literal["largest", "center", "all"] = Field("largest", description="which face(s) of the target")
+    iou_threshold: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track")
+    track_max_gap: float = Field(1.0, ge=0, description="seconds a track may go unseen before it ends")
+    detect_max_side: int = Field(480, ge=64, description="long side frames are downscaled to for detection")
+    batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
+    mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
+    mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
+    colour: Literal["rct", "avg", "hist", "none"] = Field("rct", description="colour matching to the target face")
+    smooth_min_cutoff: float = Field(0.5, gt=0, description="One Euro min cutoff (Hz): lower = steadier, more lag")
+    smooth_beta: float = Field(10.0, ge=0, description="One Euro speed coefficient (per face width/s): less lag")
+    codec: Literal["ffv1", "x264rgb"] = Field("ffv1", description="lossless intermediate: FFV1 or x264rgb -qp 0")
+
+
+class Render(Section):
+    """The render stage: H.264 with the target's audio, a visible label and a provenance record."""
+
+    crf: int = Field(18, ge=0, le=51, description="x264 quality (lower = better)")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = "medium"
+    label: bool = Field(True, description="visible label on the video; false is recorded in output.json")
+    label_text: str = Field("AI-generated", min_length=1, max_length=500)
+    label_position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
+    label_size: float = Field(0.045, gt=0, le=0.5, description="label text height, fraction of the frame height")
+
+
 class Params(BaseModel):
     """The whole params.yaml. Sections of stages not built yet are accepted as-is."""
 
@@ -130,6 +196,9 @@ class Params(BaseModel):
     extract: Extract = Extract()
     align: Align = Align()
     dedupe: Dedupe = Dedupe()
+    train: Train = Train()
+    convert: Convert = Convert()
+    render: Render = Render()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

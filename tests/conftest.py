@@ -82,4 +82,7 @@ TINY = {
     "trim": {"max_seconds": 3, "sample_fps": 2},
     "extract": {"fps": 4},
     "dedupe": {"max_faces": 12},
+    "train": {"max_steps": 12, "batch_size": 4, "encoder_width": 8, "decoder_width": 8, "bottleneck": 32,
+              "checkpoint_every": 6, "preview_every": 6, "eval_every": 6},
+    "render": {"preset": "veryfast"},
 }

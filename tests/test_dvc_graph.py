@@ -34,7 +34,9 @@ def test_upstream_closure_follows_dvc_edges(stages):
         with_upstream(stages, ["nope"])
 
 
-def test_model_stages_are_frozen_until_built(stages):
-    assert all(stages[s].frozen for s in ("train", "convert", "render"))
-    assert not any(stages[s].frozen for s in stages if s.split("@")[0] in STEPS[:5])
+def test_model_stages_follow_the_data_and_each_other(stages):
+    assert not any(s.frozen for s in stages.values())
+    assert set(stages["train"].upstream) == {"dedupe@src", "dedupe@dst"}
+    assert stages["convert"].upstream == ("train",)
+    assert {"convert", "train"} <= set(stages["render"].upstream)
     assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)

@@ -1,23 +1,30 @@
-"""End to end: the Prefect flow runs the data stages of the real dvc.yaml through real DVC,
-on the demo clips with tiny params; a second run skips everything, and a changed dedupe
-param reruns only the dedupe stages."""
+"""End to end: the Prefect flow runs the whole DAG of the real dvc.yaml through real DVC, on
+the demo clips with tiny params, and renders a labelled, recorded video; a second run skips
+everything; a render param reruns only render; a dedupe param reruns dedupe and what depends
+on it, and nothing upstream."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
+import av
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL
 
+from facedag.media import iter_frames, probe
+from facedag.records import sha256_file
+from facedag.render import read_tags
 from flows.pipeline import pipeline
 from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = [f"{step}@{i}" for step in ("download", "trim", "extract", "align", "dedupe") for i in ("src", "dst")]
+ALL_STAGES = [*DATA_STAGES, "train", "convert", "render"]
 
 
 def _latest_artifact(key: str) -> dict:
@@ -36,39 +43,86 @@ def _by_stage(rows: list[dict]) -> dict[str, str]:
     return {r["stage"]: r["status"] for r in rows}
 
 
-def test_flow_builds_cached_datasets_and_reruns_only_what_changed(tmp_path, demo_sources, prefect_server):
+def _set_param(root, section: str, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _check_render(root) -> None:
+    """The rendered video against the target: length, audio, swapped pixels, label, tag, record."""
+    target, output = root / "data/demo/target.mp4", root / "data/render/output.mp4"
+    t_info, o_info = probe(target), probe(output)
+    assert o_info.frames == t_info.frames and abs(o_info.duration - t_info.duration) < 0.1
+    assert t_info.has_audio and o_info.has_audio
+    with av.open(str(output)) as container:
+        assert any(s.type == "audio" for s in container.streams)
+    tags = read_tags(output)
+    assert "synthetic" in " ".join(f"{k}={v}" for k, v in tags.items()).lower() and "output.json" in str(tags)
+
+    table = pd.read_parquet(root / "data/convert/frames.parquet")
+    assert len(table) == t_info.frames and table["swapped"].sum() > 0.8 * len(table)
+    swapped = table[table["swapped"]].set_index("frame")
+    inside, outside = [], []
+    for (_, _, before), (index, _, after) in zip(iter_frames(target), iter_frames(output), strict=True):
+        if index not in swapped.index or index % 10:
+            continue
+        x0, y0, x1, y1 = np.asarray(swapped.loc[index, "bbox"], dtype=int)
+        diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).mean(axis=2)
+        inside.append(diff[y0:y1, x0:x1].mean())
+        keep = np.ones_like(diff, dtype=bool)
+        pad_x, pad_y = (x1 - x0) // 2, (y1 - y0) // 2
+        keep[max(0, y0 - pad_y):y1 + pad_y, max(0, x0 - pad_x):x1 + pad_x] = False
+        keep[int(0.8 * diff.shape[0]):, int(0.5 * diff.shape[1]):] = False  # the label's corner
+        outside.append(diff[keep].mean())
+    assert np.mean(inside) > 8, "the face region should have changed"
+    assert np.mean(outside) < 3, "pixels outside the swapped masks should be unchanged, within codec tolerance"
+
+    record = json.loads((root / "data/render/output.json").read_text())
+    assert record["synthetic"] and record["label"]["visible"] and record["label"]["text"] == "AI-generated"
+    assert record["target"]["sha256"] == sha256_file(target)
+    for ident in ("src", "dst"):
+        assert [s["source_sha256"] for s in record["sources"][ident]] == [sha256_file(root / f"data/demo/{ident}.mp4")]
+    assert record["model"]["sha256"] == sha256_file(root / "models/model.safetensors")
+    assert record["consent"]["src"]["basis"] == "licence" and record["consent"]["target"]
+
+
+def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, demo_sources, prefect_server):
     root = make_project(tmp_path / "proj", demo_sources, TINY)
 
     first = _by_stage(pipeline(root=str(root)))
-    assert {s: first[s] for s in DATA_STAGES} == dict.fromkeys(DATA_STAGES, "ran")
-    assert {first[s] for s in ("train", "convert", "render")} == {"not built yet"}
+    assert first == dict.fromkeys(ALL_STAGES, "ran")
     for ident in ("src", "dst"):
         dataset = pd.read_parquet(root / f"data/dedupe/{ident}/dataset.parquet")
         assert 0 < len(dataset) <= TINY["dedupe"]["max_faces"]
         assert (root / f"data/dedupe/{ident}/report.png").stat().st_size > 0
         extract = json.loads((root / f"data/extract/{ident}/metrics.json").read_text())
         assert extract["faces"] > 0 and extract["frames_with_face"] <= extract["frames_sampled"]
-
+    assert (root / "models/previews/latest.png").exists()
+    _check_render(root)
     table = _latest_artifact("facedag-stages")  # read back from the Prefect API
-    assert {row["stage"]: row["status"] for row in _rows(table["data"])} == first
+    assert _by_stage(_rows(table["data"])) == first
+    assert "data/render/output.mp4" in _latest_artifact("facedag-results")["data"]
 
     second = _by_stage(pipeline(root=str(root)))
-    assert {s: second[s] for s in DATA_STAGES} == dict.fromkeys(DATA_STAGES, "skipped")
+    assert second == dict.fromkeys(ALL_STAGES, "skipped")
 
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["dedupe"]["max_faces"] = 5
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _set_param(root, "render", "label", False)
+    third = _by_stage(pipeline(root=str(root)))
+    assert [s for s in ALL_STAGES if third[s] == "ran"] == ["render"]
+    record = json.loads((root / "data/render/output.json").read_text())
+    assert record["label"] == {"visible": False, "text": None, "turned_off_by": "render.label: false in params.yaml"}
+
+    _set_param(root, "dedupe", "max_faces", 5)
     status = subprocess.run([str(VENV_BIN / "facedag"), "status"], cwd=root, env=tool_env(),
                             capture_output=True, text=True, check=True).stdout
     states = dict(line.split(None, 1) for line in status.splitlines())
     assert states["dedupe@src"] == "changed: param dedupe.max_faces 12 -> 5"
     assert states["extract@src"] == "up to date"
-    assert states["train"] == "not built yet (frozen)"
 
-    third = _by_stage(pipeline(root=str(root)))
-    ran = sorted(s for s in DATA_STAGES if third[s] == "ran")
-    assert ran == ["dedupe@dst", "dedupe@src"]
-    assert all(third[s] == "skipped" for s in DATA_STAGES if s not in ran)
+    fourth = _by_stage(pipeline(root=str(root)))
+    assert sorted(s for s in DATA_STAGES if fourth[s] == "ran") == ["dedupe@dst", "dedupe@src"]
+    assert fourth["train"] == "ran"  # its data changed
     assert len(pd.read_parquet(root / "data/dedupe/src/dataset.parquet")) <= 5
 
     repro = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
