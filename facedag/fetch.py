@@ -291,7 +291,7 @@ def _looks_like_media(url: str, content_type: str = "") -> bool:
     return Path(urlsplit(url).path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def download_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None) -> Path:
+def fetch_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None) -> Path:
     """Download a direct media URL to `dest` with the guarded client (size and time caps)."""
     deadline = time.monotonic() + cfg.timeout_s
     return _save(open_url(url, guard, deadline, headers), dest, cfg.max_bytes, deadline)
@@ -415,7 +415,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
     os.close(fd)
     dest = Path(name)
     if _looks_like_media(uri):
-        return download_url(uri, dest, cfg, guard)
+        return fetch_url(uri, dest, cfg, guard)
     ok, takers = extractors_for(uri, cfg.extractors)
     if takers and not ok:
         raise Rejected(
@@ -438,7 +438,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
                 f"{uri} is a {response.content_type or 'web'} page and no allowed extractor takes it",
             )
     media_url, headers = extract_media(uri, cfg)
-    return download_url(media_url, dest, cfg, guard, headers)
+    return fetch_url(media_url, dest, cfg, guard, headers)
 
 
 # --- normalise and store ----------------------------------------------------------------
