@@ -131,6 +131,9 @@ class Train(Section):
 
     max_steps: int = Field(800, ge=1, description="total optimiser steps; raising it continues the same run")
     max_minutes: float = Field(6.0, gt=0, description="wall-clock budget of one run; it then checkpoints and stops")
+    session_minutes: float = Field(
+        60.0, gt=0, description="budget of one scheduled train-session run (facedag serve); the next one resumes"
+    )
     batch_size: int = Field(8, ge=1, le=1024, description="faces per identity per step")
     lr: float = Field(5e-4, gt=0, lt=1, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW decoupled weight decay")

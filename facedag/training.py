@@ -7,8 +7,10 @@ the shared encoder and the identity's decoder, scored by the masked SSIM + L1 lo
 forward runs in bf16 autocast (no grad scaler needed with bf16), the loss in fp32; on the CPU
 everything is fp32.
 
-Stops at `train.max_steps` or after `train.max_minutes` of this run, whichever comes first,
-or after the step in progress when SIGTERM or SIGINT arrives (a second signal acts as usual).
+Stops at `train.max_steps` or after `train.max_minutes` of this run (or the shorter budget in
+the environment variable FACEDAG_TRAIN_MINUTES, which a scheduled training session sets),
+whichever comes first, or after the step in progress when SIGTERM or SIGINT arrives (a second
+signal acts as usual).
 Every stop writes a checkpoint, models/model.safetensors + model.json, a preview and the
 dvclive summary. Raising max_steps and rerunning continues the same run.
 
@@ -46,7 +48,7 @@ from facedag.dataset import FaceSet, dataset_hash, load_dataset
 from facedag.losses import face_region, masked_loss, masked_ssim, weight_map
 from facedag.model import FaceSwapModel, ModelConfig, save_model
 from facedag.params import Params
-from facedag.records import atomic_write_bytes
+from facedag.records import StageFailed, atomic_write_bytes
 
 PREVIEW_FACES = 4
 
@@ -247,6 +249,27 @@ def evaluate(model: FaceSwapModel, sets: dict[str, FaceSet], region: torch.Tenso
     return out
 
 
+SESSION_ENV = "FACEDAG_TRAIN_MINUTES"
+
+
+def session_budget(max_minutes: float) -> float:
+    """This run's budget in minutes: train.max_minutes, or a scheduled session's shorter one.
+
+    The train-session deployment (flows/train_session.py) sets it from train.session_minutes,
+    so each scheduled run trains for one session, checkpoints and exits, and the next resumes.
+    """
+    raw = os.environ.get(SESSION_ENV)
+    if not raw:
+        return max_minutes
+    try:
+        session = float(raw)
+    except ValueError:
+        raise StageFailed(f"{SESSION_ENV}={raw!r} is not a number of minutes") from None
+    if not session > 0:
+        raise StageFailed(f"{SESSION_ENV}={raw!r} must be more than 0 minutes")
+    return min(max_minutes, session)
+
+
 def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str], None] = log_line,
           models_dir: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet."""
@@ -312,7 +335,8 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
             "dataset_hash": dhash,
         }, t.keep_checkpoints)  # fmt: skip
 
-    budget_s = t.max_minutes * 60.0
+    budget_min = session_budget(t.max_minutes)
+    budget_s = budget_min * 60.0
     start = time.monotonic()
     window_t, window_steps = start, 0
     start_step = step
@@ -323,7 +347,7 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     model.train()
     log(f"training {cfg.face_size}px, widths {cfg.encoder_width}/{cfg.decoder_width}, bottleneck {cfg.bottleneck}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {device.type}"
-        f"{' bf16' if use_bf16 else ' fp32'}, steps {step} -> {t.max_steps}, budget {t.max_minutes:g} min")
+        f"{' bf16' if use_bf16 else ' fp32'}, steps {step} -> {t.max_steps}, budget {budget_min:g} min")
     with stopper.installed():
         while step < t.max_steps:
             if stopper.signum is not None:
@@ -364,7 +388,7 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
                 log(f"step {step}/{t.max_steps} | loss " + " ".join(f"{k} {v:.4f}" for k, v in last_losses.items())
                     + " | held-out SSIM " + " ".join(f"{k} {v:.3f}" for k, v in ssim.items())
                     + f" | {metrics['egs_per_s']:.1f} EG/s, {steps_per_s:.2f} steps/s"
-                    + f" | {max(left, 0) / 60:.1f} min left (budget {t.max_minutes:g} min, {used / 60:.1f} used)")
+                    + f" | {max(left, 0) / 60:.1f} min left (budget {budget_min:g} min, {used / 60:.1f} used)")
             if step % t.preview_every == 0:
                 write_preview(previews_dir, step, render_preview(model, preview_faces, identities))
                 model.train()

@@ -36,9 +36,10 @@ def result_files(root: str | Path) -> list[Path]:
 _SKIPPED = re.compile(r"didn't change, skipping$")
 
 
-def _env() -> dict[str, str]:
-    """The stage commands' environment: this interpreter's venv first (dvc.yaml says `python`), no telemetry."""
-    env = dict(os.environ)
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The stage commands' environment: this interpreter's venv first (dvc.yaml says `python`), no telemetry,
+    plus `extra` (e.g. a training session's budget)."""
+    env = dict(os.environ, **(extra or {}))
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PYTHONUNBUFFERED="1")
@@ -68,15 +69,19 @@ def _summary_counts(counts: dict[str, Any], limit: int = 6) -> str:
 
 # DVC is the cache: Prefect must never skip a stage on its own, hence NO_CACHE.
 @task(task_run_name="{info.name}", retries=0, cache_policy=NO_CACHE)
-def run_stage(info: StageInfo, root: str) -> dict[str, Any]:
-    """Run one DVC stage in its own process group, streaming its output to the Prefect log."""
+def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one DVC stage in its own process group, streaming its output to the Prefect log.
+
+    `extra_args` go to `dvc repro` (a training session passes `--force`), `env` to the stage.
+    """
     logger = get_run_logger()
     started = time.monotonic()
     if info.frozen:
         logger.info("%s is frozen in dvc.yaml: not built yet, skipped", info.name)
         return {"stage": info.name, "status": "not built yet", "seconds": 0.0, "counts": "", "rejected": None}
-    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", info.name]
-    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", *extra_args, info.name]
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
     status = "skipped"
     tail: list[str] = []
