@@ -43,6 +43,7 @@ from facedag.blend import face_mask, match_colour, paste
 from facedag.detect import FaceDetector, FaceFollower, follow_faces
 from facedag.media import Frame, ffmpeg_exe, ffmpeg_input, iter_frames, probe
 from facedag.params import Convert
+from facedag.progress import progress
 from facedag.records import Rejected
 from facedag.smoothing import LandmarkSmoother
 from facedag.tables import TableWriter
@@ -332,7 +333,8 @@ def convert_video(
     started = time.perf_counter()
     ok = False
     try:
-        for frame, chosen in follow_faces(iter_frames(target), detector, follower, min(cfg.batch, 16)):
+        found = follow_faces(iter_frames(target), detector, follower, min(cfg.batch, 16))
+        for frame, chosen in progress(found, total=info.frames, desc="convert", unit="frame"):
             core.add(frame, chosen)
         core.flush()
         writer.close()

@@ -48,6 +48,7 @@ from facedag.dataset import FaceSet, dataset_hash, load_dataset
 from facedag.losses import face_region, masked_loss, masked_ssim, weight_map
 from facedag.model import FaceSwapModel, ModelConfig, save_model
 from facedag.params import Params
+from facedag.progress import counter
 from facedag.records import StageFailed, atomic_write_bytes
 
 PREVIEW_FACES = 4
@@ -348,7 +349,8 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     log(f"training {cfg.face_size}px, widths {cfg.encoder_width}/{cfg.decoder_width}, bottleneck {cfg.bottleneck}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {device.type}"
         f"{' bf16' if use_bf16 else ' fp32'}, steps {step} -> {t.max_steps}, budget {budget_min:g} min")
-    with stopper.installed():
+    bar = counter(t.max_steps, initial=step, desc="train", unit="step")
+    with stopper.installed(), bar:
         while step < t.max_steps:
             if stopper.signum is not None:
                 stopped = "signal"
@@ -373,6 +375,7 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
             opt.step()
             step += 1
             window_steps += 1
+            bar.update(1)
             if step % t.checkpoint_every == 0:
                 checkpoint()
             if step % t.eval_every == 0 or step == t.max_steps:

@@ -46,6 +46,7 @@ from facedag import media
 from facedag.align import loose_crop
 from facedag.detect import FaceDetector, FaceFollower, follow_faces
 from facedag.params import Params
+from facedag.progress import progress
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
 from facedag.stagekit import fresh_dir, identity_main
 from facedag.tables import FACES_SCHEMA, TableWriter, encode_image, missing_columns
@@ -84,7 +85,8 @@ def run(params: Params, identity: str) -> None:
                 clip_faces = 0
                 try:
                     frames = media.iter_frames(path, fps=ex.fps)
-                    for frame, chosen in follow_faces(frames, detector, follower, ex.batch):
+                    found = follow_faces(frames, detector, follower, ex.batch)
+                    for frame, chosen in progress(found, desc=f"extract {name}", unit="frame"):
                         frames_sampled += 1
                         frames_with_face += bool(chosen)
                         h, w = frame.image.shape[:2]
