@@ -3,6 +3,8 @@
 `facedag run [STAGE ...]`   the Prefect flow over dvc.yaml (all stages, or the named ones and what they need)
 `facedag status`            per stage: up to date, changed (and what changed), or not built yet
 `facedag demo [DIR]`        build the offline demo sources (what `make demo` runs before the flow)
+`facedag remote add NAME URL`  add the team's DVC remote (default unless --no-default)
+`facedag serve [--host H --port P]`  a Prefect server, the pipeline and train-session deployments, and workers
 """
 
 from __future__ import annotations
@@ -43,6 +45,26 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main([args.out])
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    return serve(host=args.host, port=args.port, schedule_minutes=args.every, session_minutes=args.session_minutes,
+                 workers=not args.no_workers, root=args.root, cron=args.cron, log_dir=args.log_dir)
+
+
+def _remote_add(args: argparse.Namespace) -> int:
+    from flows.remote import DvcCommandError, add_remote
+
+    try:
+        print(add_remote(args.root, args.name, args.url, default=args.default, force=args.force), end="")
+    except (ValueError, DvcCommandError) as exc:  # SecretInConfigError is a ValueError
+        print(f"facedag remote add: {exc}", file=sys.stderr)
+        return 1
+    print(f"facedag remote add: {args.name} = {args.url}{' (default)' if args.default else ''}; "
+          "commit .dvc/config so the team gets it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facedag", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the DVC project (default: the current folder)")
@@ -55,6 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="build the offline demo sources")
     demo.add_argument("out", nargs="?", default="data/demo")
     demo.set_defaults(func=_demo)
+    srv = sub.add_parser("serve", help="start (or connect to) a Prefect server, register the deployments, run workers")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="bind address (default 127.0.0.1; anywhere else, set PREFECT_SERVER_API_AUTH_STRING)")
+    srv.add_argument("--port", type=int, default=4200)
+    srv.add_argument("--every", type=float, default=None, metavar="MINUTES",
+                     help="start a train-session every MINUTES (default: train.session_minutes)")
+    srv.add_argument("--cron", default=None, help="a cron schedule for train-session instead of --every")
+    srv.add_argument("--session-minutes", type=float, default=None,
+                     help="budget of each session (default: train.session_minutes)")
+    srv.add_argument("--no-workers", action="store_true",
+                     help="register only; start workers elsewhere (prefect worker start --pool gpu)")
+    srv.add_argument("--log-dir", default=None, help="write the server and worker output here, not to the terminal")
+    srv.set_defaults(func=_serve)
+    remote = sub.add_parser("remote", help="the shared DVC remote (data there; dvc.lock and params.yaml in git)")
+    remote_sub = remote.add_subparsers(dest="remote_command", required=True)
+    remote_add = remote_sub.add_parser("add", help="add a DVC remote: a folder, a NAS mount, s3://..., ssh://...")
+    remote_add.add_argument("name")
+    remote_add.add_argument("url", help="no credentials here: see `dvc remote modify --local`")
+    remote_add.add_argument("--no-default", dest="default", action="store_false", help="do not make it the default")
+    remote_add.add_argument("--force", action="store_true", help="replace a remote of the same name")
+    remote_add.set_defaults(func=_remote_add)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -100,6 +100,14 @@ def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
         code = proc.wait()
     except BaseException:  # cancelled or interrupted: stop the whole stage process group, then re-raise
         os.killpg(proc.pid, signal.SIGTERM)
+        # dvc exits at once; the stage itself (train) finishes its step and checkpoints first
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
         proc.wait(timeout=30)
         raise
     seconds = round(time.monotonic() - started, 2)
