@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo run status test lint bench
+.PHONY: venv demo run status test lint bench chromium
 
 venv: $(VENV)/.installed
 
@@ -33,7 +33,14 @@ status: venv
 lint: venv
 	$(VENV)/bin/ruff check facedag stages flows tests benchmarks
 
-test: lint
+# The report's browser test needs headless Chromium: install Debian's when we can (root, apt),
+# otherwise that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		echo "make: chromium is not installed (needs root and apt): the report's browser test will skip"
+
+test: lint chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: venv

@@ -25,7 +25,7 @@ from flows.dvc_graph import StageInfo, load_stages, ordered_steps, with_upstream
 
 _RAN = re.compile(r"^Running stage '")
 # What a person opens after a run, when it exists (globs, relative to the project root).
-RESULTS = ["data/render/output.mp4", "data/render/output.json", "models/previews/latest.png",
+RESULTS = ["data/report/index.html", "data/render/output.mp4", "data/render/output.json", "models/previews/latest.png",
            "data/dedupe/*/report.png", "data/trim/*/coverage.png"]
 
 

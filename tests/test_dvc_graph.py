@@ -7,7 +7,7 @@ import pytest
 from flows.dvc_graph import load_stages, ordered_steps, with_upstream
 from tests.conftest import REPO
 
-STEPS = ["download", "trim", "extract", "align", "dedupe", "train", "convert", "render"]
+STEPS = ["download", "trim", "extract", "align", "dedupe", "train", "convert", "render", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def stages():
     return load_stages(REPO)
 
 
-def test_all_eight_steps_are_declared_per_identity(stages):
+def test_all_steps_are_declared_per_identity(stages):
     assert {s.step for s in stages.values()} == set(STEPS)
     for step in STEPS[:5]:
         assert {f"{step}@src", f"{step}@dst"} <= set(stages)
@@ -39,4 +39,5 @@ def test_model_stages_follow_the_data_and_each_other(stages):
     assert set(stages["train"].upstream) == {"dedupe@src", "dedupe@dst"}
     assert stages["convert"].upstream == ("train",)
     assert {"convert", "train"} <= set(stages["render"].upstream)
+    assert {"render", "convert", "train", "dedupe@src", "align@dst", "trim@src"} <= set(stages["report"].upstream)
     assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)

@@ -24,7 +24,7 @@ from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = [f"{step}@{i}" for step in ("download", "trim", "extract", "align", "dedupe") for i in ("src", "dst")]
-ALL_STAGES = [*DATA_STAGES, "train", "convert", "render"]
+ALL_STAGES = [*DATA_STAGES, "train", "convert", "render", "report"]
 
 
 def _latest_artifact(key: str) -> dict:
@@ -102,14 +102,16 @@ def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, dem
     _check_render(root)
     table = _latest_artifact("facedag-stages")  # read back from the Prefect API
     assert _by_stage(_rows(table["data"])) == first
-    assert "data/render/output.mp4" in _latest_artifact("facedag-results")["data"]
+    results = _latest_artifact("facedag-results")["data"]
+    assert "data/render/output.mp4" in results and "data/report/index.html" in results
+    assert (root / "data/report/index.html").stat().st_size > 0
 
     second = _by_stage(pipeline(root=str(root)))
     assert second == dict.fromkeys(ALL_STAGES, "skipped")
 
     _set_param(root, "render", "label", False)
     third = _by_stage(pipeline(root=str(root)))
-    assert [s for s in ALL_STAGES if third[s] == "ran"] == ["render"]
+    assert [s for s in ALL_STAGES if third[s] == "ran"] == ["render", "report"]  # the report shows the new output
     record = json.loads((root / "data/render/output.json").read_text())
     assert record["label"] == {"visible": False, "text": None, "turned_off_by": "render.label: false in params.yaml"}
 

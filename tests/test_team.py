@@ -83,7 +83,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, demo_sources: Path) -> Team:
 
     b = base / "b"
     _run(base, "git", "clone", "-q", str(a), str(b))
-    pull(b, allow_missing=True)  # train, convert and render were never built in A: nothing to pull for them
+    pull(b, allow_missing=True)  # train, convert, render and report were never built in A: nothing to pull for them
     return Team(a=a, b=b, remote=remote, a_files=a_files, repro_b=_dvc(b, "repro", "dedupe"))
 
 
@@ -106,7 +106,7 @@ def test_clone_b_pulls_what_a_built_and_reruns_nothing(team: Team) -> None:
         assert sha256_file(b / rel) == digest, f"{rel} differs in clone B"
 
     status = json.loads(_dvc(b, "status", "--json"))
-    assert not set(status) - {"train", "convert", "render"}, f"stages not clean in clone B: {status}"
+    assert not set(status) - {"train", "convert", "render", "report"}, f"stages not clean in clone B: {status}"
     assert json.loads(_dvc(b, "status", "--json", "dedupe", "--with-deps")) == {}
     assert "Running stage" not in team.repro_b, team.repro_b
     assert "up to date" in team.repro_b
