@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import StageInfo, load_stages, ordered_steps, with_upstream
@@ -34,6 +39,17 @@ def result_files(root: str | Path) -> list[Path]:
     root = Path(root)
     return [path for pattern in RESULTS for path in sorted(root.glob(pattern))]
 _SKIPPED = re.compile(r"didn't change, skipping$")
+# the train stage's log line: "train: step 100/800 | loss ... | held-out SSIM ... | EG/s ... | min left ..."
+_STEP = re.compile(r"\bstep (\d+)/(\d+) \| (.+)$")
+
+
+def has_default_remote(root: str | Path) -> bool:
+    """Whether the project has a default DVC remote (.dvc/config or config.local): then each
+    stage pulls what it needs first and pushes what it made after, so other machines see it."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return bool(repo.config.get("core", {}).get("remote"))
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -70,17 +86,22 @@ def _summary_counts(counts: dict[str, Any], limit: int = 6) -> str:
 # DVC is the cache: Prefect must never skip a stage on its own, hence NO_CACHE.
 @task(task_run_name="{info.name}", retries=0, cache_policy=NO_CACHE)
 def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, sync: bool = False) -> dict[str, Any]:
     """Run one DVC stage in its own process group, streaming its output to the Prefect log.
 
     `extra_args` go to `dvc repro` (a training session passes `--force`), `env` to the stage.
+    With `sync` (a default remote is set), the stage runs as `dvc repro --pull` and its
+    outputs and run-cache are pushed after. Training steps in the log update a progress
+    artifact (step, losses, EG/s, time left) as they come.
     """
     logger = get_run_logger()
     started = time.monotonic()
     if info.frozen:
         logger.info("%s is frozen in dvc.yaml: not built yet, skipped", info.name)
         return {"stage": info.name, "status": "not built yet", "seconds": 0.0, "counts": "", "rejected": None}
-    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", *extra_args, info.name]
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cmd = [dvc, "repro", "--single-item", *(("--pull",) if sync else ()), *extra_args, info.name]
+    progress_id = None
     proc = subprocess.Popen(cmd, cwd=root, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
     status = "skipped"
@@ -95,6 +116,13 @@ def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
                 status = "ran"
             elif _SKIPPED.search(line):
                 status = "skipped"
+            elif step := _STEP.search(line):
+                done = 100.0 * int(step[1]) / max(int(step[2]), 1)
+                note = f"{info.name}: step {step[1]}/{step[2]} | {step[3]}"
+                if progress_id is None:
+                    progress_id = create_progress_artifact(done, key=f"facedag-{info.step}-progress", description=note)
+                else:
+                    update_progress_artifact(progress_id, done, description=note)
             logger.info("%s | %s", info.name, line)
             tail = [*tail[-4:], line]
         code = proc.wait()
@@ -115,6 +143,12 @@ def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
     if code != 0:
         reason = next((t for t in reversed(tail) if "error" in t.lower()), tail[-1] if tail else f"exit {code}")
         raise RuntimeError(f"{info.name} failed after {seconds}s: {reason}")
+    if sync:
+        push = subprocess.run([dvc, "push", "--run-cache", info.name], cwd=root, env=_env(env), capture_output=True,
+                              text=True, errors="replace", timeout=3600, check=False)  # fmt: skip
+        logger.info("%s | push: %s", info.name, " ".join((push.stdout + push.stderr).split())[-200:])
+        if push.returncode != 0:
+            raise RuntimeError(f"{info.name} ran but its outputs could not be pushed: {push.stderr.strip()[-300:]}")
     return {"stage": info.name, "status": status, "seconds": seconds, "counts": _summary_counts(counts),
             "rejected": rejected}
 
@@ -131,6 +165,9 @@ def pipeline(root: str = ".", targets: list[str] | None = None) -> list[dict[str
     root = str(Path(root).resolve())
     stages = load_stages(root)
     only = with_upstream(stages, targets) if targets else None
+    sync = has_default_remote(root)
+    if sync:
+        logger.info("a default DVC remote is set: each stage pulls what it needs and pushes what it makes")
     rows: list[dict[str, Any]] = []
     failure: str | None = None
     for group in ordered_steps(stages, only):
@@ -138,7 +175,7 @@ def pipeline(root: str = ".", targets: list[str] | None = None) -> list[dict[str
             rows.extend({"stage": n, "status": "not run", "seconds": 0.0, "counts": "", "rejected": None}
                         for n in group)
             continue
-        futures = {name: run_stage.submit(stages[name], root) for name in group}
+        futures = {name: run_stage.submit(stages[name], root, sync=sync) for name in group}
         for name, future in futures.items():
             try:
                 rows.append(future.result())

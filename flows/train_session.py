@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from facedag.params import load_params
 from facedag.training import SESSION_ENV
 from flows.dvc_graph import load_stages
-from flows.pipeline import run_stage
+from flows.pipeline import has_default_remote, run_stage
 
 TRAIN_STAGE = "train"
 
@@ -63,15 +63,18 @@ def train_session(root: str = ".", minutes: float | None = None) -> dict[str, An
     if TRAIN_STAGE not in stages:
         raise KeyError(f"no {TRAIN_STAGE!r} stage in {root}/dvc.yaml")
     logger.info("training session of at most %g min in %s", minutes, root)
-    row = run_stage(stages[TRAIN_STAGE], root, extra_args=("--force",), env=session_env(minutes))
+    row = run_stage(stages[TRAIN_STAGE], root, extra_args=("--force",), env=session_env(minutes),
+                    sync=has_default_remote(root))
     record = read_model_record(root)
     row.update(step=record.get("step"), resumed_from=record.get("resumed_from"), stopped=record.get("stopped"))
     resumed = "a fresh start" if row["resumed_from"] is None else f"step {row['resumed_from']}"
+    preview = Path(root) / "models" / "previews" / "latest.png"
     create_markdown_artifact(
         key="facedag-train-session",
         markdown=(f"## facedag training session\n\n- from {resumed} to step {row['step']} "
                   f"(stopped: {row['stopped']}) in {row['seconds']} s, budget {minutes:g} min\n"
-                  f"- held-out SSIM: {record.get('held_out_ssim')}\n"),
+                  f"- held-out SSIM: {record.get('held_out_ssim')}\n"
+                  + (f"- latest preview: [{preview}]({preview.as_uri()})\n" if preview.exists() else "")),
         description="what this training session did; the next one resumes from its checkpoint",
     )
     logger.info("session done: step %s (from %s), stopped: %s", row["step"], resumed, row["stopped"])
