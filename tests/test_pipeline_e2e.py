@@ -105,6 +105,8 @@ def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, dem
     results = _latest_artifact("facedag-results")["data"]
     assert "data/render/output.mp4" in results and "data/report/index.html" in results
     assert (root / "data/report/index.html").stat().st_size > 0
+    progress = _latest_artifact("facedag-train-progress")  # updated from the train stage's log as it ran
+    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
 
     second = _by_stage(pipeline(root=str(root)))
     assert second == dict.fromkeys(ALL_STAGES, "skipped")
