@@ -38,12 +38,11 @@ import pyarrow.parquet as pq
 
 from facedag.coverage import summary
 from facedag.curate import THUMB, curate, hash_to_hex, signature
-from facedag.features import sharpness
 from facedag.params import Params
 from facedag.records import Rejections, StageFailed, atomic_path, write_metrics
 from facedag.report import dedupe_figure
 from facedag.stagekit import fresh_dir, identity_main
-from facedag.tables import decode_image
+from facedag.tables import ALIGNED_SCHEMA, decode_image, missing_columns
 
 STAGE = "dedupe"
 READ_BATCH = 256
@@ -56,29 +55,26 @@ def run(params: Params, identity: str) -> None:
     src = Path("data/align") / identity / "aligned.parquet"
     if not src.is_file():
         raise StageFailed(f"{src} not found: run align@{identity} first")
+    missing = missing_columns(src, ALIGNED_SCHEMA)
+    if missing:
+        raise StageFailed(f"{src} lacks column(s) {', '.join(missing)}: rerun align@{identity}")
     source = pq.ParquetFile(src)
-    names = source.schema_arrow.names
-    if "image" not in names:
-        raise StageFailed(f"{src} has no `image` column")
-    id_col = "face" if "face" in names else None
-    feat_cols = [c for c in FEATURES if c in names]
     out = fresh_dir(Path("data/dedupe") / identity)
     rejected = Rejections(out, STAGE)
 
     # pass 1: features, hashes and thumbnails of every decodable face
     ids: list[str] = []
-    feats: dict[str, list[float]] = {c: [] for c in [*feat_cols, "sharpness"]}
+    feats: dict[str, list[float]] = {c: [] for c in FEATURES}
     hashes: list[int] = []
     thumbs: list[np.ndarray] = []
     rows: list[int] = []  # row number in aligned.parquet of each decodable face
     faces_in = 0
-    for batch in source.iter_batches(batch_size=READ_BATCH, columns=[*([id_col] if id_col else []), "image",
-                                                                      *feat_cols]):
+    for batch in source.iter_batches(batch_size=READ_BATCH, columns=["face", "image", *FEATURES]):
         cols = batch.to_pydict()
         for k in range(batch.num_rows):
             row = faces_in
             faces_in += 1
-            face_id = str(cols[id_col][k]) if id_col else f"row{row}"
+            face_id = str(cols["face"][k])
             image = decode_image(cols["image"][k] or b"")
             if image is None:
                 rejected.add(face_id, "undecodable_image", "the aligned image does not decode")
@@ -88,13 +84,9 @@ def run(params: Params, identity: str) -> None:
             rows.append(row)
             hashes.append(h)
             thumbs.append(t)
-            for c in feat_cols:
+            for c in FEATURES:
                 v = cols[c][k]
                 feats[c].append(np.nan if v is None else float(v))
-            if "sharpness" not in feat_cols:
-                feats["sharpness"].append(sharpness(image))
-            elif not np.isfinite(feats["sharpness"][-1]):
-                feats["sharpness"][-1] = sharpness(image)  # not measured upstream: measure here
     if not ids:
         rejected.close()
         raise StageFailed(f"no decodable face in {src} ({faces_in} rows)")
