@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facedag.records import StageFailed
 
+# speed vs size of x264 encodes
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"]
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -67,7 +70,7 @@ class Download(Section):
     max_side: int = Field(1920, ge=64, description="cap on the long side of a clip")
     max_fps: float = Field(60, gt=0)
     crf: int = Field(16, ge=0, le=51)
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = Field(
+    preset: X264Preset = Field(
         "fast", description="x264 preset of normalised clips (speed vs size)"
     )
     min_seconds: float = Field(0.2, ge=0, description="shorter clips (after the cut) are rejected too_short")
@@ -179,7 +182,7 @@ class Render(Section):
     """The render stage: H.264 with the target's audio, a visible label and a provenance record."""
 
     crf: int = Field(18, ge=0, le=51, description="x264 quality (lower = better)")
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = "medium"
+    preset: X264Preset = "medium"
     label: bool = Field(True, description="visible label on the video; false is recorded in output.json")
     label_text: str = Field("AI-generated", min_length=1, max_length=500)
     label_position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
