@@ -30,8 +30,10 @@ run: venv
 status: venv
 	$(VENV)/bin/facedag status
 
+# ruff, and no credentials in the committed DVC config (they belong in .dvc/config.local)
 lint: venv
 	$(VENV)/bin/ruff check facedag stages flows tests benchmarks
+	$(VENV)/bin/facedag check-secrets .dvc/config
 
 # The report's browser test needs headless Chromium: install Debian's when we can (root, apt),
 # otherwise that test skips and says why.

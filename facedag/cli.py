@@ -5,6 +5,7 @@
 `facedag demo [DIR]`        build the offline demo sources (what `make demo` runs before the flow)
 `facedag remote add NAME URL`  add the team's DVC remote (default unless --no-default)
 `facedag serve [--host H --port P]`  a Prefect server, the pipeline and train-session deployments, and workers
+`facedag check-secrets [CONFIG]`  fail when the committed DVC config holds a credential (CI runs it)
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def _remote_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_secrets(args: argparse.Namespace) -> int:
+    from flows.remote import secrets_in_config
+
+    found = secrets_in_config(args.config)
+    for line in found:
+        print(f"facedag check-secrets: {line}", file=sys.stderr)
+    if not found:
+        print(f"facedag check-secrets: {args.config}: no secret-looking keys")
+    return 1 if found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facedag", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the DVC project (default: the current folder)")
@@ -98,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     remote_add.add_argument("--no-default", dest="default", action="store_false", help="do not make it the default")
     remote_add.add_argument("--force", action="store_true", help="replace a remote of the same name")
     remote_add.set_defaults(func=_remote_add)
+    secrets = sub.add_parser("check-secrets", help="fail when a DVC config file holds credentials")
+    secrets.add_argument("config", nargs="?", default=".dvc/config")
+    secrets.set_defaults(func=_check_secrets)
     args = parser.parse_args(argv)
     return args.func(args)
 

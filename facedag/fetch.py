@@ -345,15 +345,29 @@ class _QuietLogger:
         self.errors.append(msg)
 
 
-def extract_media(url: str, cfg: Download) -> tuple[str, dict[str, str]]:
-    """Ask yt-dlp (allowed extractors only, no download) for one progressive media URL."""
-    import yt_dlp
+def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str, Any]:
+    """yt-dlp's options: extraction only, from allowed extractors, and nothing that writes or runs.
 
-    logger = _QuietLogger()
-    opts = {
+    yt-dlp never downloads here (the media URL it picks is fetched by our guarded client), but
+    the options still pin everything that could write or execute, so a change elsewhere cannot
+    turn a page's metadata into a path or a command: file names restricted to ASCII without
+    separators and templated only from the video id, all paths inside `workdir`, no
+    post-processors (their `exec` hooks take metadata), no cache. (The Python API reads no
+    config files.)
+    """
+    return {
         "allowed_extractors": list(cfg.extractors),
         "format": YTDLP_FORMAT,
         "noplaylist": True,
+        "skip_download": True,
+        "restrictfilenames": True,
+        "windowsfilenames": True,
+        "paths": {"home": os.fspath(workdir), "temp": os.fspath(workdir)},
+        "outtmpl": {"default": "%(id)s.%(ext)s"},
+        "postprocessors": [],
+        "writeinfojson": False,
+        "writethumbnail": False,
+        "writesubtitles": False,
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
@@ -362,6 +376,14 @@ def extract_media(url: str, cfg: Download) -> tuple[str, dict[str, str]]:
         "extractor_retries": 1,
         "cachedir": False,
     }
+
+
+def extract_media(url: str, cfg: Download, workdir: Path) -> tuple[str, dict[str, str]]:
+    """Ask yt-dlp (allowed extractors only, no download) for one progressive media URL."""
+    import yt_dlp
+
+    logger = _QuietLogger()
+    opts = ytdlp_options(cfg, workdir, logger)
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=False)
@@ -437,7 +459,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
                 "extractor_not_allowed",
                 f"{uri} is a {response.content_type or 'web'} page and no allowed extractor takes it",
             )
-    media_url, headers = extract_media(uri, cfg)
+    media_url, headers = extract_media(uri, cfg, workdir)
     return fetch_url(media_url, dest, cfg, guard, headers)
 
 

@@ -102,6 +102,40 @@ def secret_in_url(url: str) -> str | None:
     return None
 
 
+# Option names that look like credentials even when DVC does not know them (yet).
+_SECRET_NAME = re.compile(r"secret|password|passwd|passphrase|token|credential|private|(^|_)key(_|$)|sas|sig",
+                          re.IGNORECASE)  # fmt: skip
+
+
+def secrets_in_config(path: str | os.PathLike[str]) -> list[str]:
+    """Where the DVC config at `path` holds something secret-looking: one line per finding.
+
+    Meant for the committed `.dvc/config` (CI runs it through `facedag check-secrets`): a key
+    there is in every clone and in the git history for good. `.dvc/config.local` and the
+    environment are where credentials belong. The file is read as text, so a config DVC itself
+    would reject is still checked.
+    """
+    import configparser
+
+    config = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        config.read_string(Path(path).read_text(encoding="utf-8"), source=os.fspath(path))
+    except FileNotFoundError:
+        return []
+    except configparser.Error as exc:
+        return [f"{path}: cannot be parsed ({exc.__class__.__name__}); check it by hand"]
+    found = []
+    for section in config.sections():
+        for option, value in config.items(section):
+            where = f"{path}: [{section}] {option}"
+            if option.lower() in SECRET_OPTIONS or _SECRET_NAME.search(option):
+                found.append(f"{where} looks like a credential: move it to .dvc/config.local "
+                             f"(`dvc remote modify --local ...`) or the environment")  # fmt: skip
+            elif reason := secret_in_url(value) or (_AWS_KEY_ID.search(value) and "it holds an AWS access key id"):
+                found.append(f"{where}: {reason}")
+    return found
+
+
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise ValueError(f"remote name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit")

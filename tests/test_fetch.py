@@ -277,3 +277,20 @@ def test_reason_codes_documented() -> None:
 def test_probe_of_stored_clip(inputs, tmp_path) -> None:
     clip = _clip(inputs["rotated"], tmp_path)
     assert probe(clip.path).rotation == 0
+
+
+@pytest.mark.parametrize(
+    "video_id",
+    ["../../../etc/passwd", "/abs/path", "$(touch PWNED)", "-o evil", "a/../../b", "x" * 400, "Zoë 日本 'q\"\n"],
+)
+def test_ytdlp_file_names_stay_inside_the_download_folder(tmp_path: Path, video_id: str) -> None:
+    """Even if a page's metadata were used for a name, yt-dlp's own templating keeps it inside."""
+    import yt_dlp
+
+    opts = fetch.ytdlp_options(_cfg(), tmp_path / "work")
+    assert opts["postprocessors"] == [] and opts["skip_download"] and opts["restrictfilenames"]
+    with yt_dlp.YoutubeDL(opts) as ydl:
+        name = ydl.prepare_filename({"id": video_id, "title": video_id, "ext": "mp4", "extractor": "generic"})
+    path = Path(name).resolve()
+    assert path.is_relative_to((tmp_path / "work").resolve()), name
+    assert all(ch.isascii() and ch not in "$'\"\n` ;" for ch in path.name), path.name

@@ -154,3 +154,40 @@ def test_remote_add_keeps_secrets_out_of_the_committed_config(tmp_path: Path) ->
     assert "hunter2" not in (root / ".dvc" / "config").read_text()
     assert "hunter2" in (root / ".dvc" / "config.local").read_text()
     assert ".dvc/config.local" not in _git(root, "status", "--porcelain", "--untracked-files=all")
+
+    # the CI check reads the committed config: clean now, and it catches a key written there by hand
+    check = [str(VENV_BIN / "facedag"), "check-secrets", ".dvc/config"]
+    assert subprocess.run(check, cwd=root, capture_output=True, env=tool_env(), timeout=120).returncode == 0
+    _dvc(root, "remote", "modify", "nas", "password", "hunter2")  # without --local: the mistake
+    bad = subprocess.run(check, cwd=root, capture_output=True, text=True, env=tool_env(), timeout=120)
+    assert bad.returncode == 1 and "['remote \"nas\"'] password looks like a credential" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "finding"),
+    [
+        ('[core]\n    remote = s\n[\'remote "s"\']\n    url = s3://b/p\n    endpointurl = https://minio.local\n', None),
+        ('[\'remote "s"\']\n    url = s3://b/p\n    secret_access_key = abc\n', "secret_access_key looks like"),
+        ('[\'remote "s"\']\n    url = s3://b/p\n    my_api_key = abc\n', "my_api_key looks like"),
+        ('[\'remote "s"\']\n    url = https://h/p?sig=abc\n', "looks like a token or a signature"),
+        ('[\'remote "s"\']\n    url = ssh://u:pw@h/p\n', "has a password in it"),
+        ('[\'remote "s"\']\n    region = AKIAABCDEFGHIJKLMNOP\n', "AWS access key id"),
+    ],
+)
+def test_secrets_in_config(tmp_path: Path, text: str, finding: str | None) -> None:
+    from flows.remote import secrets_in_config
+
+    config = tmp_path / "config"
+    config.write_text(text)
+    found = secrets_in_config(config)
+    if finding is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and finding in found[0], found
+
+
+def test_the_repository_config_holds_no_secret() -> None:
+    from flows.remote import secrets_in_config
+    from tests.conftest import REPO
+
+    assert secrets_in_config(REPO / ".dvc" / "config") == []
