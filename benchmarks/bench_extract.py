@@ -91,7 +91,8 @@ def stage_peak(clip: Path, workdir: Path) -> dict[str, Any]:
     clips.mkdir(parents=True, exist_ok=True)
     (clips / clip.name).symlink_to(clip.resolve())
     pd.DataFrame({"clip": [clip.name], "kept": [True]}).to_parquet(clips.parent / "selection.parquet")
-    consent = Consent(subject="benchmark", basis="licence", evidence="CC BY 2.0 sample", scope="benchmark")
+    consent = Consent(subject="benchmark", basis="licence", evidence="https://creativecommons.org/licenses/by/2.0/",
+                      evidence_sha256="0" * 64, scope="benchmark")
     params = Params(
         identities={"bench": Identity(consent=consent, sources=[Source(uri=str(clip))])},
         target=Target(uri=str(clip)),

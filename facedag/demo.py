@@ -6,6 +6,9 @@
 - `dst.mp4`: Grace Hopper, US Navy portrait (matplotlib's `grace_hopper.jpg`), public domain.
 - `target.mp4`: Grace Hopper again with another motion seed: the video the later model half
   swaps the src face into.
+- `licence-astronaut.txt`, `licence-grace_hopper.txt`: the licence statement of each portrait,
+  the evidence that params.yaml's consent records name (with its sha256, which the fixed text
+  keeps the same on every machine).
 
 Each clip is 640x480, 25 fps, 6 s: three "shots" with hard cuts between different framings
 (close, medium, wide), synthetic head motion inside each shot (smooth shift, zoom, roll, and a
@@ -256,8 +259,29 @@ def build(recipe: Recipe, out_dir: str | Path = "data/demo", force: bool = False
     return clip, True
 
 
+def licence_text(portrait: Portrait) -> str:
+    """The licence statement of a portrait: the demo's consent evidence (basis `licence`)."""
+    return (f"{portrait.credit}.\n"
+            "A work of the US government, in the public domain in the United States; shipped in the\n"
+            "named Python package's data. Used by facedag's offline demo and tests.\n")  # fmt: skip
+
+
+def write_evidence(out_dir: str | Path = "data/demo") -> list[Path]:
+    """Write each portrait's licence statement beside the clips (unchanged files are left alone)."""
+    paths = []
+    for portrait in PORTRAITS.values():
+        path = Path(out_dir) / f"licence-{portrait.name}.txt"
+        text = licence_text(portrait)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 def build_all(out_dir: str | Path = "data/demo", force: bool = False) -> dict[str, Path]:
-    """Build every demo clip (src, dst, target) into `out_dir`; returns name -> path."""
+    """Build every demo clip (src, dst, target) and the licence evidence into `out_dir`; returns name -> path."""
+    write_evidence(out_dir)
     return {r.name: build(r, out_dir, force)[0] for r in RECIPES}
 
 
@@ -268,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", nargs="?", default="data/demo")
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)
+    for path in write_evidence(args.outdir):
+        print(f"demo: {path} written", flush=True)
     for recipe in RECIPES:
         path, rebuilt = build(recipe, args.outdir, args.force)
         print(f"demo: {path} {'built' if rebuilt else 'up to date'}", flush=True)

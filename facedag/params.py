@@ -37,7 +37,12 @@ class Consent(Section):
 
     subject: str = Field(min_length=1)
     basis: Literal["consent", "licence", "self"]
-    evidence: str = Field(min_length=1, description="where the proof is: a path or URL, or the licence")
+    evidence: str = Field(
+        min_length=1, description="where the proof is: a path (relative to the project root) or an http(s) URL"
+    )
+    evidence_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the evidence file (`sha256sum FILE`), 64 lowercase hex digits"
+    )
     scope: str = Field(min_length=1)
     expires: date | None = Field(None, description="ISO date after which the record no longer covers new work")
 

@@ -10,7 +10,8 @@ comparison, not a matter of trust. The record holds:
 - `sources`: per identity, every clip the model was trained from (data/download/<ID>/
   manifest.parquet: uri, clip sha256, licence, cut), checked against the clip files where
   they are present;
-- `consent`: the consent record of every identity (and the target), as in params.yaml;
+- `consent`: the consent record of every identity (and the target), as in params.yaml, with
+  the evidence's sha256 and whether the file still matches it (`evidence_check`);
 - `swap`: which identity's face was put in (`convert.swap_to`) in place of which (`convert.replace`);
 - `model`: sha256 of model.safetensors and the model's config (models/model.json);
 - `params_sha256`: sha256 of the validated params (canonical JSON), and the params themselves;
@@ -33,7 +34,8 @@ from typing import Any
 import pandas as pd
 
 import facedag
-from facedag.params import Params
+from facedag.consent import check_evidence
+from facedag.params import Consent, Params
 from facedag.records import sha256_file
 
 
@@ -100,6 +102,18 @@ def _num(value: Any) -> float | None:
     return None if f != f else f  # NaN -> None
 
 
+def consent_entry(record: Consent | None, root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A consent record as in params.yaml, plus `evidence_check`: `verified` (the file matches its
+    sha256 now), `url` (not fetched), or the problem found."""
+    if record is None:
+        return None
+    try:
+        check = check_evidence(record, root)
+    except ValueError as exc:
+        check = f"failed: {exc}"
+    return {**record.model_dump(mode="json"), "evidence_check": check}
+
+
 def build_record(
     params: Params,
     *,
@@ -130,11 +144,8 @@ def build_record(
         label.update(position=rcfg.label_position, size=rcfg.label_size)
     else:
         label["turned_off_by"] = "render.label: false in params.yaml"
-    consent: dict[str, Any] = {
-        ident: (spec.consent.model_dump(mode="json") if spec.consent else None)
-        for ident, spec in params.identities.items()
-    }
-    consent["target"] = params.target.consent.model_dump(mode="json") if params.target.consent else None
+    consent: dict[str, Any] = {ident: consent_entry(spec.consent, root) for ident, spec in params.identities.items()}
+    consent["target"] = consent_entry(params.target.consent, root)
     return {
         "synthetic": True,
         "description": "AI-generated face swap (facedag): the face of "

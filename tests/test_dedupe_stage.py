@@ -18,8 +18,8 @@ from tests.conftest import REPO, tool_env
 from tests.test_curate import planted
 
 PARAMS = {
-    "identities": {"src": {"consent": {"subject": "test", "basis": "licence", "evidence": "public domain",
-                                       "scope": "tests"}, "sources": [{"uri": "x.mp4"}]}},
+    "identities": {"src": {"consent": {"subject": "test", "basis": "licence", "evidence": "licence.txt",
+                                       "evidence_sha256": "0" * 64, "scope": "tests"}, "sources": [{"uri": "x.mp4"}]}},
     "target": {"uri": "t.mp4"},
 }
 

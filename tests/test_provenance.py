@@ -12,7 +12,8 @@ import pytest
 from facedag.params import Consent, Identity, Params, Render, Source, Target
 from facedag.provenance import build_record, params_sha256
 
-CONSENT = Consent(subject="someone", basis="licence", evidence="public domain", scope="tests")
+CONSENT = Consent(subject="someone", basis="licence", evidence="https://example.org/licence",
+                  evidence_sha256="ab" * 32, scope="tests")
 
 
 def _sha(path: Path) -> str:

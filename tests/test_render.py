@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from facedag.convert import convert_video
+from facedag.demo import write_evidence
 from facedag.media import ffmpeg_exe, ffmpeg_input, iter_frames, probe
 from facedag.params import Convert, Render
 from facedag.records import sha256_file
@@ -122,6 +123,7 @@ def _write_project(root: Path, target: Path, demo: Path, label: bool = True, tar
         data["target"]["consent"] = data["identities"]["dst"]["consent"]
     data["render"] = {"label": label, "preset": "ultrafast"}
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_evidence(root / "data" / "demo")  # the consent records' evidence
     for ident, clip in (("src", "src.mp4"), ("dst", "dst.mp4")):  # what download would have stored
         clips = root / "data" / "download" / ident / "clips"
         clips.mkdir(parents=True, exist_ok=True)

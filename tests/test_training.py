@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from facedag.dataset import dataset_path, load_dataset, write_portrait_dataset
+from facedag.demo import write_evidence
 from facedag.params import Params
 from facedag.training import train
 
@@ -39,6 +40,7 @@ def tiny_project(root: Path, data: Path, train: dict[str, Any] | None = None) ->
     params["train"] = {**TINY_TRAIN, **(train or {})}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(data / "data", root / "data", dirs_exist_ok=True)
+    write_evidence(root / "data" / "demo")  # the consent records' evidence, where params.yaml names it
     return root
 
 

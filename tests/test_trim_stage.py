@@ -16,8 +16,8 @@ from tests.conftest import REPO, tool_env
 
 PARAMS = {
     "base": {"face_size": 64},
-    "identities": {"src": {"consent": {"subject": "test", "basis": "licence", "evidence": "public domain",
-                                       "scope": "tests"}, "sources": [{"uri": "x.mp4"}]}},
+    "identities": {"src": {"consent": {"subject": "test", "basis": "licence", "evidence": "licence.txt",
+                                       "evidence_sha256": "0" * 64, "scope": "tests"}, "sources": [{"uri": "x.mp4"}]}},
     "target": {"uri": "t.mp4"},
     "trim": {"max_seconds": 3, "sample_fps": 2, "max_shot_seconds": 1.5},
 }
