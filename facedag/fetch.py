@@ -69,7 +69,7 @@ from urllib.parse import urljoin, urlsplit
 
 import av
 
-from facedag.media import VideoInfo, ffmpeg_input, probe, run_ffmpeg
+from facedag.media import VideoInfo, decodes_cleanly, ffmpeg_input, probe, run_ffmpeg
 from facedag.params import Download
 from facedag.records import Rejected, sha256_file
 
@@ -88,6 +88,11 @@ VIDEO_EXTENSIONS = {
 YTDLP_FORMAT = "best[ext=mp4][vcodec!=none][acodec!=none]/best[vcodec!=none][acodec!=none]/best[vcodec!=none]"
 USER_AGENT = "facedag/0.1 (+https://github.com/; video dataset builder)"
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(uri: str) -> bool:
+    """Whether a source uri is a URL (any scheme, file:// included) rather than a plain path."""
+    return bool(_URL_RE.match(uri))
 _CHUNK = 1 << 16
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -426,7 +431,7 @@ def local_path(uri: str, root: Path) -> Path:
 
 def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guard | None = None) -> Path:
     """The raw file of a source: a local file as it is, a URL downloaded into `workdir`."""
-    if not _URL_RE.match(uri) or uri.lower().startswith("file://"):
+    if not is_url(uri) or uri.lower().startswith("file://"):
         return local_path(uri, root)
     scheme = uri.split(":", 1)[0].lower()
     if scheme not in ("http", "https"):
@@ -486,11 +491,18 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def _is_cfr(path: Path) -> bool:
+def _is_cfr(path: Path, timeout: float) -> bool:
     """Whether the first video stream's packets are evenly spaced (one packet scan, no decode)."""
+    deadline = time.monotonic() + timeout
+    pts = []
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
-        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        for packet in container.demux(stream):
+            if time.monotonic() > deadline:
+                raise Rejected("timeout", f"reading the packets ran longer than {timeout:g} s")
+            if packet.pts is not None:
+                pts.append(packet.pts)
+    pts.sort()
     if len(pts) < 3:
         return True
     deltas = [b - a for a, b in itertools.pairwise(pts)]
@@ -509,7 +521,8 @@ def conforms(info: VideoInfo, cfg: Download, path: Path) -> bool:
         and info.fps <= cfg.max_fps + 1e-3
         and info.audio_codec in (None, "aac")
         and "mp4" in info.container.split(",")
-        and _is_cfr(path)
+        and _is_cfr(path, cfg.timeout_s)
+        and decodes_cleanly(path, cfg.timeout_s)  # damage in the middle: re-encode, do not copy it
     )
 
 

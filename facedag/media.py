@@ -19,6 +19,7 @@
   presentation time (robust to variable frame rate); `start`/`end` seek, then skip.
 - `cut_clip(src, dst, start, end)`: a frame-accurate cut, re-encoded (H.264 yuv420p + AAC).
 - `run_ffmpeg(args, timeout)`: ffmpeg with an argument list (never a shell) and a time limit.
+- `EncoderPipe`: raw frames written into ffmpeg's stdin as they are made, under a time limit.
 
 Times are seconds from the start of the file (the video stream's first timestamp is 0),
 the same convention as ffmpeg's `-ss`.
@@ -26,10 +27,13 @@ the same convention as ffmpeg's `-ss`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -90,6 +94,65 @@ def run_ffmpeg(
         lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         raise Rejected("ffmpeg_failed", f"{what} failed: {last[:300]}")
+
+
+class EncoderPipe:
+    """An ffmpeg process that reads raw frames from its stdin (`-i pipe:0` in `args`).
+
+    For frames made in Python one at a time (marked, swapped), so no clip is ever whole in
+    memory. `timeout` bounds the whole encode: it is checked at every write and when closing,
+    and past it ffmpeg is killed and Rejected("timeout") raised. ffmpeg's messages go to a temp
+    file (a pipe could fill up and stall it); its last line is raised as Rejected("ffmpeg_failed").
+    """
+
+    def __init__(self, args: Sequence[str | os.PathLike[str]], timeout: float = 3600.0, what: str = "encoding",
+                 cwd: str | os.PathLike[str] | None = None) -> None:  # fmt: skip
+        self.what, self.frames, self._timeout = what, 0, timeout
+        self._deadline = time.monotonic() + timeout
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()/abort()
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *map(os.fspath, args)]
+        self._proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._log)  # fmt: skip
+
+    def _error(self) -> Rejected:
+        self._log.seek(0)
+        lines = [ln for ln in self._log.read().decode(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1].strip() if lines else f"exit status {self._proc.returncode}"
+        return Rejected("ffmpeg_failed", f"{self.what} failed: {last[:300]}")
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Send one frame's bytes."""
+        if time.monotonic() > self._deadline:
+            self.abort()
+            raise Rejected("timeout", f"{self.what} ran longer than {self._timeout:g} s")
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            self._proc.wait(timeout=30)
+            raise self._error() from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file; raise Rejected when ffmpeg failed or ran past the time limit."""
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._proc.stdin.close()
+        try:
+            code = self._proc.wait(timeout=max(1.0, self._deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise Rejected("timeout", f"{self.what} ran longer than {self._timeout:g} s") from None
+        if code != 0:
+            raise self._error()
+        self._log.close()
+
+    def abort(self) -> None:
+        """Kill ffmpeg (on an error upstream): the partial file is the caller's to discard."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+        self._log.close()
 
 
 def ffmpeg_input(path: str | os.PathLike[str]) -> str:
@@ -173,7 +236,9 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
         if stream.codec_context is None:
             continue
         return stream
-    kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+    kinds = sorted({s.type for s in container.streams})
+    if not kinds:  # a container with no streams at all has a damaged index (e.g. a corrupt moov)
+        raise Rejected("undecodable", "a video container whose index lists no streams (corrupt header?)")
     raise Rejected("no_video_stream", f"no video stream ({', '.join(kinds)})")
 
 
@@ -304,6 +369,7 @@ def iter_frames(
     fps: float = 0.0,
     start: float | None = None,
     end: float | None = None,
+    timeout: float | None = None,
 ) -> Iterator[Frame]:
     """Decode `path` as a stream and yield upright RGB frames.
 
@@ -312,9 +378,12 @@ def iter_frames(
         holds for variable frame rate too.
     start, end: seconds from the start of the file; frames with start <= time < end. Seeks to
         the keyframe before `start`, then decodes and skips.
+    timeout: seconds the whole decode may take (the time the caller spends between frames
+        counts too), then Rejected("timeout"); None = no limit.
     Raises Rejected (see `probe`) when the file cannot be opened as a video. A decode error
     in the middle ends the stream at the last good frame (a truncated file yields what it has).
     """
+    deadline = time.monotonic() + timeout if timeout is not None else math.inf
     p = Path(path)
     container = _open(p)
     try:
@@ -336,6 +405,8 @@ def iter_frames(
         index = 0
         try:
             for frame in container.decode(stream):
+                if time.monotonic() > deadline:
+                    raise Rejected("timeout", f"decoding ran longer than {timeout:g} s")
                 if frame.pts is not None:
                     t = float(frame.pts * tb) - t0
                 else:
@@ -359,6 +430,32 @@ def iter_frames(
                 raise Rejected("undecodable", "no video frame decodes") from None
     finally:
         container.close()
+
+
+def decodes_cleanly(path: str | os.PathLike[str], timeout: float = 600.0) -> bool:
+    """Whether every packet of the first video stream decodes without an error.
+
+    A clip damaged in the middle opens, probes and plays its first part, but decoding stops at
+    the damage; a truncated one decodes fewer frames than its index lists. Such a clip must be
+    re-encoded (ffmpeg conceals the damage) rather than stored as it is. Raises
+    Rejected("timeout") past `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    container = _open(Path(path))
+    decoded = 0
+    try:
+        stream = _video_stream(container)
+        listed = stream.frames  # what the index promises (0 when the container does not say)
+        _setup_decoder(stream)
+        for _frame in container.decode(stream):
+            decoded += 1
+            if time.monotonic() > deadline:
+                raise Rejected("timeout", f"decoding ran longer than {timeout:g} s")
+    except av.FFmpegError:
+        return False
+    finally:
+        container.close()
+    return not listed or decoded >= listed  # a cut-off last packet decodes to nothing, silently
 
 
 def cut_clip(
