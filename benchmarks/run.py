@@ -13,7 +13,8 @@ from pathlib import Path
 
 from facedag.records import atomic_write_json
 
-BENCHES = ["benchmarks.bench_extract", "benchmarks.bench_dedupe", "benchmarks.bench_train", "benchmarks.bench_convert"]
+BENCHES = ["benchmarks.bench_extract", "benchmarks.bench_dedupe", "benchmarks.bench_train", "benchmarks.bench_convert",
+           "benchmarks.bench_watermark"]
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

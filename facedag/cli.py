@@ -1,10 +1,12 @@
 """The `facedag` command: run the DAG through Prefect, or show what DVC would rerun.
 
 `facedag run [STAGE ...]`   the Prefect flow over dvc.yaml (all stages, or the named ones and what they need)
+`facedag check`             the preflight alone: params schema, sources, target, consent (one line each)
 `facedag status`            per stage: up to date, changed (and what changed), or not built yet
 `facedag demo [DIR]`        build the offline demo sources (what `make demo` runs before the flow)
 `facedag remote add NAME URL`  add the team's DVC remote (default unless --no-default)
 `facedag serve [--host H --port P]`  a Prefect server, the pipeline and train-session deployments, and workers
+`facedag verify FILE [--record output.json]`  the synthetic-media marks a video carries, as JSON (exit 0/1)
 `facedag check-secrets [CONFIG]`  fail when the committed DVC config holds a credential (CI runs it)
 """
 
@@ -12,12 +14,37 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 # Every command imports flows (whose __init__ turns telemetry off) before Prefect or DVC.
+def _check(args: argparse.Namespace) -> int:
+    from facedag.preflight import main as preflight_main
+
+    return preflight_main(["--root", args.root, *(["--no-face"] if args.no_face else [])])
+
+
 def _run(args: argparse.Namespace) -> int:
+    from facedag.params import load_params
+    from facedag.preflight import preflight
+    from facedag.records import StageFailed
     from flows.pipeline import pipeline, result_files
 
+    # the whole pipeline: every check before any work starts (one line per problem); named
+    # stages may run before a target or consent exists (gathering footage comes first), so
+    # they get the schema check alone
+    if args.stages:
+        try:
+            load_params(Path(args.root) / "params.yaml")
+            problems = []
+        except StageFailed as exc:
+            problems = [str(exc)]
+    else:
+        problems = preflight(root=args.root)
+    for line in problems:
+        print(f"facedag run: {line}", file=sys.stderr)
+    if problems:
+        return 1
     try:
         rows = pipeline(root=args.root, targets=args.stages or None)
     except Exception as exc:  # the flow already logged the stage's own error lines
@@ -77,6 +104,12 @@ def _check_secrets(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from facedag.verify import main as verify_main
+
+    return verify_main(args.file, args.record)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facedag", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the DVC project (default: the current folder)")
@@ -84,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the pipeline as a Prefect flow over the DVC stages")
     run.add_argument("stages", nargs="*", help="stages or steps to run with what they need (default: all)")
     run.set_defaults(func=_run)
+    check = sub.add_parser("check", help="check params.yaml, sources, target and consent before any work")
+    check.add_argument("--no-face", action="store_true", help="do not look for a face in the target")
+    check.set_defaults(func=_check)
     status = sub.add_parser("status", help="per stage: up to date or changed, and what changed")
     status.set_defaults(func=_status)
     demo = sub.add_parser("demo", help="build the offline demo sources")
@@ -110,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     remote_add.add_argument("--no-default", dest="default", action="store_false", help="do not make it the default")
     remote_add.add_argument("--force", action="store_true", help="replace a remote of the same name")
     remote_add.set_defaults(func=_remote_add)
+    verify = sub.add_parser("verify", help="report the label, tags, watermark, C2PA manifest and provenance of a video")
+    verify.add_argument("file")
+    verify.add_argument("--record", default=None, help="the provenance record (default: looked up beside FILE)")
+    verify.set_defaults(func=_verify)
     secrets = sub.add_parser("check-secrets", help="fail when a DVC config file holds credentials")
     secrets.add_argument("config", nargs="?", default=".dvc/config")
     secrets.set_defaults(func=_check_secrets)

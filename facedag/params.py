@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from facedag.records import StageFailed
 
@@ -183,8 +183,30 @@ class Convert(Section):
     codec: Literal["ffv1", "x264rgb"] = Field("ffv1", description="lossless intermediate: FFV1 or x264rgb -qp 0")
 
 
+class C2pa(Section):
+    """Signing output.mp4 with a C2PA manifest (facedag.c2pa_sign). Off until cert and key are set.
+
+    Paths, not secrets: the key file stays out of git (a secrets store, or `dvc add`-ed
+    elsewhere); only its location is a param. C2PA refuses self-signed certificates: the cert
+    file holds the signing certificate followed by its CA chain.
+    """
+
+    cert: str | None = Field(None, description="PEM: the signing certificate, then its CA chain")
+    key: str | None = Field(None, description="PEM: the private key of the signing certificate")
+    alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+    tsa_url: str | None = Field(None, description="RFC 3161 time-stamp authority URL (needs network)")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> C2pa:
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise ValueError(f"set both cert and key to sign (or neither): {missing} is missing")
+        return self
+
+
 class Render(Section):
-    """The render stage: H.264 with the target's audio, a visible label and a provenance record."""
+    """The render stage: H.264 with the target's audio, a visible label, an invisible watermark in
+    every frame, a provenance record, and a C2PA manifest when a signing key is given."""
 
     crf: int = Field(18, ge=0, le=51, description="x264 quality (lower = better)")
     preset: X264Preset = "medium"
@@ -192,6 +214,7 @@ class Render(Section):
     label_text: str = Field("AI-generated", min_length=1, max_length=500)
     label_position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
     label_size: float = Field(0.045, gt=0, le=0.5, description="label text height, fraction of the frame height")
+    c2pa: C2pa = C2pa()
 
 
 class Params(BaseModel):
@@ -224,6 +247,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise StageFailed(f"{path}: {key}: {first['msg']}{more}") from None

@@ -18,7 +18,9 @@ comparison, not a matter of trust. The record holds:
 - `code`: facedag's version and the git commit (with `dirty` when the tree has changes);
 - `created`: UTC time, ISO 8601;
 - `label`: whether the visible label is on, its text, and, when off, who turned it off
-  (`render.label: false` in params.yaml).
+  (`render.label: false` in params.yaml);
+- `watermark`: the mark id carried invisibly by every frame (facedag.watermark) and the method;
+- `c2pa`: whether output.mp4 is signed with a C2PA manifest, and by which certificate.
 """
 
 from __future__ import annotations
@@ -161,5 +163,7 @@ def build_record(
         "code": code_version(root),
         "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
         "label": label,
-        "render": render_info or {},
+        "watermark": (render_info or {}).get("watermark"),
+        "c2pa": (render_info or {}).get("c2pa", {"signed": False}),
+        "render": {k: v for k, v in (render_info or {}).items() if k not in ("watermark", "c2pa")},
     }

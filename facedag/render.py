@@ -7,9 +7,14 @@
   box, in a corner (`render.label_position`), its height a fraction of the frame height
   (`render.label_size`). It is on unless `render.label` is false; the choice is recorded
   in output.json by facedag.provenance.
+- Invisible mark: every frame's luma carries a keyed, error-corrected spread-spectrum
+  watermark (facedag.watermark) whose payload is the mark id that output.json records; it
+  survives re-encoding, rescaling and cutting, where tags and C2PA manifests do not. There is
+  no switch to turn it off. The frames are decoded from the intermediate here (PyAV, one at a
+  time), marked, and piped to ffmpeg as raw yuv420p.
 - Metadata: `comment` and `description` say the video is synthetic and name the provenance
-  record; `synthetic=1` and `provenance=<record>` are machine-readable keys
-  (`-movflags use_metadata_tags` keeps custom keys in mp4).
+  record; `synthetic=1`, `provenance=<record>` and `facedag_mark=<mark id>` are
+  machine-readable keys (`-movflags use_metadata_tags` keeps custom keys in mp4).
 
 The label text is untrusted (it comes from params.yaml). It never enters the filter string:
 it is written to a file that drawtext reads (`textfile=`), with `expansion=none`, so `%{...}`
@@ -28,11 +33,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facedag.media import ffmpeg_input, probe, run_ffmpeg
+import numpy as np
+
+from facedag.media import EncoderPipe, ffmpeg_input, probe
 from facedag.params import Render
 
 SYNTHETIC_NOTE = "synthetic media (AI-generated face swap); provenance: {record}"
 # audio codecs an mp4 holds as they are; others are re-encoded to AAC
+MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: Y in 16..235
 MP4_AUDIO = {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"}
 
 
@@ -75,27 +83,40 @@ def render_video(
     cfg: Render | None = None,
     record_name: str = "output.json",
     timeout: float | None = None,
+    mark_id: str | None = None,
 ) -> dict[str, Any]:
-    """Encode `frames` (the intermediate) to `out` (mp4) with `target`'s audio, label and tags.
+    """Encode `frames` (the intermediate) to `out` (mp4) with `target`'s audio, the invisible mark
+    `mark_id` (a new one when None), the label and the tags.
 
-    Returns what was done: label (bool), audio ("copy", "aac" or None), fontsize, frames.
-    The caller writes atomically (`out` is a temp path with the .mp4 suffix).
+    Returns what was done: label (bool), audio ("copy", "aac" or None), fontsize, frames,
+    watermark (mark id and method). The caller writes atomically (`out` is a temp path with
+    the .mp4 suffix).
     """
+    import av
+
+    from facedag.watermark import METHOD, Embedder, new_mark_id
+
     cfg = cfg or Render()
-    video = probe(frames)
+    mark_id = mark_id or new_mark_id()
     tgt = probe(target)
-    timeout = timeout if timeout is not None else 120.0 + 2.0 * video.frames
     note = SYNTHETIC_NOTE.format(record=record_name)
-    filters = ["scale=trunc(iw/2)*2:trunc(ih/2)*2", "format=yuv420p"]
     audio: str | None = None
-    with tempfile.TemporaryDirectory(prefix="facedag-render.") as tmp:
+    with av.open(os.fspath(frames)) as source, tempfile.TemporaryDirectory(prefix="facedag-render.") as tmp:
+        stream = source.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = stream.codec_context.width // 2 * 2, stream.codec_context.height // 2 * 2
+        rate = stream.average_rate or stream.guessed_rate or 25
+        total = stream.frames or 0
+        timeout = timeout if timeout is not None else 120.0 + 2.0 * max(total, 1)
         work = Path(tmp)
+        filters = []
         if cfg.label:
             # newline="" keeps the text's own line breaks; nothing else is interpreted
             (work / "label.txt").write_text(cfg.label_text, encoding="utf-8", newline="")
             shutil.copyfile(default_font(), work / "font.ttf")
-            filters.append(label_filter(cfg, video.height - video.height % 2))
-        args = ["-i", ffmpeg_input(frames)]
+            filters.append(label_filter(cfg, height))
+        args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+                "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]  # fmt: skip
         if tgt.has_audio:
             args += ["-i", ffmpeg_input(target)]
         args += ["-map", "0:v:0"]
@@ -103,17 +124,31 @@ def render_video(
             audio = "copy" if tgt.audio_codec in MP4_AUDIO else "aac"
             args += ["-map", "1:a:0", "-c:a", "copy"] if audio == "copy" else ["-map", "1:a:0", "-c:a", "aac"]
         args += [
-            "-vf", ",".join(filters),
+            *(["-vf", ",".join(filters)] if filters else []),
             "-c:v", "libx264", "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
             "-map_metadata", "-1", "-sn", "-dn",
             "-metadata", f"comment={note}", "-metadata", f"description={note}",
             "-metadata", "synthetic=1", "-metadata", f"provenance={record_name}",
+            "-metadata", f"facedag_mark={mark_id}",
             "-movflags", "+faststart+use_metadata_tags",
             ffmpeg_input(out),
         ]  # fmt: skip
-        run_ffmpeg(args, timeout=timeout, what="render", cwd=work)
-    return {"label": cfg.label, "audio": audio, "fontsize": label_geometry(cfg, video.height)["fontsize"],
-            "frames": video.frames}  # fmt: skip
+        embedder = Embedder(mark_id, width, height)
+        encoder = EncoderPipe(args, timeout=timeout, what="render", cwd=work)
+        try:
+            for index, frame in enumerate(source.decode(stream)):
+                # limited ("MPEG") range, as x264 and every player assume for untagged yuv420p; the
+                # RGB intermediate is tagged full range, which swscale would otherwise carry over
+                planes = frame.reformat(width=width, height=height, format="yuv420p",
+                                        dst_color_range=MPEG_RANGE).to_ndarray()  # fmt: skip
+                embedder.mark_y(planes[:height], index)  # the luma plane, in place
+                encoder.write(np.ascontiguousarray(planes).data)
+        except BaseException:
+            encoder.abort()
+            raise
+        encoder.close()
+    return {"label": cfg.label, "audio": audio, "fontsize": label_geometry(cfg, height)["fontsize"],
+            "frames": encoder.frames, "watermark": {"mark_id": mark_id, "method": METHOD}}  # fmt: skip
 
 
 def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:

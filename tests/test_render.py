@@ -70,8 +70,10 @@ def test_render_keeps_frames_duration_audio_and_the_unmasked_pixels(converted, t
 
 def test_label_and_synthetic_tags(converted, tmp_path):
     on, off = tmp_path / "on.mp4", tmp_path / "off.mp4"
-    render_video(converted["frames"], converted["target"], on, Render(preset="ultrafast"))
-    render_video(converted["frames"], converted["target"], off, Render(label=False, preset="ultrafast"))
+    # the same mark id: the invisible mark is then the same in both, and only the label differs
+    render_video(converted["frames"], converted["target"], on, Render(preset="ultrafast"), mark_id="0123456789ab")
+    render_video(converted["frames"], converted["target"], off, Render(label=False, preset="ultrafast"),
+                 mark_id="0123456789ab")
     a = next(iter_frames(on)).image.astype(int)
     b = next(iter_frames(off)).image.astype(int)
     ys, xs = _label_box(Render(), a.shape[1], a.shape[0])
@@ -108,7 +110,8 @@ def test_hostile_label_is_drawn_literally_and_runs_nothing(tmp_path, monkeypatch
     assert np.abs(frames[0][first] - plain[first]).mean() > 5  # drawn, on two lines (the newline is kept)
     assert np.abs(frames[0][second, :60] - plain[second, :60]).mean() > 5
     for f in frames[1:]:  # %{pts}, %{n} were not expanded: every frame shows the same text
-        assert np.abs(f - frames[0]).max() <= 2  # crf 0: lossless
+        # crf 0 is lossless; the invisible mark changes sign from frame to frame by 1-2 luma levels
+        assert np.abs(f - frames[0]).max() <= 4
     assert not list(tmp_path.rglob("pwned*")) and not (REPO / "pwned").exists()
 
 
