@@ -119,7 +119,7 @@ def run(min_seconds: float = 6.0) -> dict[str, dict[str, Any]]:
         root = Path(tmp)
         for name, portrait in zip(IDS, ("astronaut", "grace_hopper"), strict=True):
             write_portrait_dataset(dataset_path(root, name), portrait, 128, tracks=4, per_track=8, seed=0)
-        sets = load_dataset(root, list(IDS), 128, holdout=0.0, seed=0, device=device)
+        sets = load_dataset(root, list(IDS), 128, device=device)
         for label, spec in MODELS.items():
             per_step = spec["batch"] * len(IDS)
             cuda = device.type == "cuda"

@@ -1,7 +1,17 @@
-"""Dataset curation: drop blurry faces and near-duplicates, then balance pose x lighting bins.
+"""Dataset curation: set shots aside for evaluation, drop blurry faces and near-duplicates, then
+balance pose x lighting bins.
 
-The steps, in order (`curate` runs them all):
+The steps, in order (`curate` runs them all; the held-out shots are chosen first, by `holdout_mask`):
 
+0. Held-out shots: `holdout_mask` sets whole shots aside (a fraction of the identity's faces,
+   chosen by the seed), so that the model is scored on frames it has never seen a near-copy
+   of: neighbouring frames of one shot are near-identical, so a face-level split would
+   measure memorisation. Shots are chosen before anything else, and a training face that is a
+   near-duplicate (the rule of step 2) of ANY face of a held-out shot is dropped
+   (`near_holdout`): a shot that cuts back to the same camera set-up must not leak either.
+   Steps 1-3 then run on each side separately: the held-out faces are cleaned and thinned
+   the same way (toward `holdout_max_faces`), but a training face and a held-out face are
+   never merged.
 1. Blur: a face is `blurry` when its sharpness (variance of the Laplacian of the aligned
    face, from the align stage) is below `min_sharpness`, or below `min_sharpness_rel` times
    the identity's median sharpness. The relative rule adapts to footage that is soft
@@ -150,20 +160,84 @@ def find_duplicates(
     k = 0
     dropped: dict[int, tuple[int, int, float]] = {}
     for i in order:
-        if k:
-            ham = hamming(kept_hash[:k], hashes[i])
-            close = np.flatnonzero(ham <= phash_distance)
-            if close.size:
-                cand = kept_idx[close]
-                d = feature_dist(features[cand], thumbs[cand], features[i], thumbs[i])
-                j = int(np.argmin(d))
-                if d[j] <= feature_distance:
-                    dropped[int(i)] = (int(cand[j]), int(ham[close[j]]), float(d[j]))
-                    continue
+        match = _closest(int(i), kept_idx[:k], kept_hash[:k], hashes, features, thumbs, phash_distance,
+                         feature_distance)
+        if match is not None:
+            dropped[int(i)] = match
+            continue
         kept_idx[k] = i
         kept_hash[k] = hashes[i]
         k += 1
     return dropped
+
+
+def near_copies(
+    hashes: np.ndarray,
+    features: np.ndarray,
+    thumbs: np.ndarray,
+    targets: Sequence[int],
+    reference: Sequence[int],
+    phash_distance: int,
+    feature_distance: float,
+) -> dict[int, tuple[int, int, float]]:
+    """The `targets` that duplicate (the rule of find_duplicates) any face of `reference`.
+
+    Returns {target index: (closest reference index, Hamming distance, feature distance)}.
+    Unlike find_duplicates, the reference set is fixed: this is how training faces that
+    nearly copy a held-out face are found, whichever is sharper.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    ref_idx = np.asarray(reference, dtype=np.int64)
+    ref_hash = hashes[ref_idx]
+    found: dict[int, tuple[int, int, float]] = {}
+    for i in targets:
+        match = _closest(int(i), ref_idx, ref_hash, hashes, features, thumbs, phash_distance, feature_distance)
+        if match is not None:
+            found[int(i)] = match
+    return found
+
+
+def _closest(i: int, cand_idx: np.ndarray, cand_hash: np.ndarray, hashes: np.ndarray, features: np.ndarray,
+             thumbs: np.ndarray, phash_distance: int, feature_distance: float) -> tuple[int, int, float] | None:
+    """(candidate index, Hamming, feature distance) of the candidate face i duplicates, or None."""
+    if not cand_idx.size:
+        return None
+    ham = hamming(cand_hash, hashes[i])
+    close = np.flatnonzero(ham <= phash_distance)
+    if not close.size:
+        return None
+    cand = cand_idx[close]
+    d = feature_dist(features[cand], thumbs[cand], features[i], thumbs[i])
+    j = int(np.argmin(d))
+    if d[j] > feature_distance:
+        return None
+    return int(cand[j]), int(ham[close[j]]), float(d[j])
+
+
+def holdout_mask(groups: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """True for the faces of the held-out shots: whole shots, about `fraction` of the faces.
+
+    `groups` names each face's shot. Shots are visited in an order drawn from `seed` (over the
+    sorted names, so the choice does not depend on row order) and a shot is held out when the
+    held-out faces stay within fraction x faces. When no shot fits (few, long shots) the
+    smallest shot is held out anyway, so there is an honest evaluation set whenever there are
+    two shots or more; with one shot, or fraction 0, nothing is held out. Never all shots.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    names, inverse, sizes = np.unique(np.asarray([str(g) for g in groups], dtype=str), return_inverse=True,
+                                      return_counts=True)
+    held = np.zeros(names.size, dtype=bool)
+    if fraction > 0 and names.size >= 2:
+        order = np.random.default_rng(seed).permutation(names.size)
+        budget, taken = fraction * len(groups), 0
+        for g in order:
+            if taken + sizes[g] <= budget:
+                held[g] = True
+                taken += int(sizes[g])
+        if not held.any():
+            held[min(order.tolist(), key=lambda g: sizes[g])] = True  # the first smallest in seeded order
+    return held[inverse.reshape(-1)]
 
 
 def feature_dist(fa: np.ndarray, ta: np.ndarray, fb: np.ndarray, tb: np.ndarray) -> np.ndarray:
@@ -198,9 +272,10 @@ def balance(cells: np.ndarray, sharp: np.ndarray, budget: int) -> np.ndarray:
 
 @dataclass
 class CurateResult:
-    """Per input row: `status` (kept, blurry, near_duplicate, over_budget), `duplicate_of`
-    (row of the kept face it duplicates, -1 otherwise) with the pair's `dup_hamming` and
-    `dup_distance`, and `cells` (balancing bin); `selected`: the kept rows in selection order."""
+    """Per input row: `status` (kept, holdout, blurry, near_duplicate, near_holdout, over_budget),
+    `duplicate_of` (row of the kept or held-out face it duplicates, -1 otherwise) with the pair's
+    `dup_hamming` and `dup_distance`, and `cells` (balancing bin); `selected`: the kept training
+    rows in selection order; `holdout_selected`: the kept held-out rows in selection order."""
 
     status: np.ndarray
     duplicate_of: np.ndarray
@@ -208,6 +283,7 @@ class CurateResult:
     dup_distance: np.ndarray
     cells: np.ndarray
     selected: np.ndarray
+    holdout_selected: np.ndarray
     grid: Grid
 
     def count(self, status: str) -> int:
@@ -233,18 +309,25 @@ def curate(
     light_bins: int = 3,
     light_dir_bins: int = 3,
     min_sharpness_rel: float = 0.0,
+    held_out: np.ndarray | None = None,
+    holdout_max_faces: int | None = None,
 ) -> CurateResult:
-    """Run blur, dedupe and balance over the rows of `table`.
+    """Run blur, near-copies of held-out faces, dedupe and balance over the rows of `table`.
 
     `table` holds one row per face with `sharpness` and the feature columns it has (see
     FEATURE_SCALES); `hashes` (uint64) and `thumbs` ((n, THUMB*THUMB) float) are the faces'
-    `signature`s, same order.
+    `signature`s, same order. `held_out` (bool per row, from holdout_mask) marks the faces of
+    the held-out shots, thinned toward `holdout_max_faces` (None: only blur and duplicates);
+    the others toward `max_faces`.
     """
     n = len(table)
     hashes = np.asarray(hashes, dtype=np.uint64)
     thumbs = np.asarray(thumbs, dtype=np.float32).reshape(n, THUMB * THUMB)
     if len(hashes) != n:
         raise ValueError("one hash and one thumbnail per row")
+    held = np.zeros(n, dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
+    if held.shape != (n,):
+        raise ValueError("one held_out flag per row")
     sharp = np.asarray(table["sharpness"], dtype=np.float64)
     status = np.full(n, "kept", dtype=object)
     dup_of = np.full(n, -1, dtype=np.int64)
@@ -252,19 +335,27 @@ def curate(
     dup_dist = np.full(n, np.nan)
     grid = pose_light_grid(yaw_bins, pitch_bins, light_bins, light_dir_bins)
     cells = grid.cells(table)
+    feats = scalar_features(table)
+
+    def mark(found: dict[int, tuple[int, int, float]], why: str) -> None:
+        for i, (j, ham, dist) in found.items():
+            status[i] = why
+            dup_of[i], dup_ham[i], dup_dist[i] = j, ham, dist
 
     blurry = blurry_mask(sharp, min_sharpness, min_sharpness_rel)
     status[blurry] = "blurry"
-    ok = np.flatnonzero(~blurry)
-    if ok.size:
-        feats = scalar_features(table)
+    # every face of a held-out shot, blurry or not, keeps its near-copies out of training
+    mark(near_copies(hashes, feats, thumbs, np.flatnonzero(~blurry & ~held), np.flatnonzero(held),
+                     phash_distance, feature_distance), "near_holdout")
+    chosen: list[np.ndarray] = []
+    for side, budget in ((~held, max_faces), (held, n if holdout_max_faces is None else holdout_max_faces)):
+        ok = np.flatnonzero(side & (status == "kept"))
         order = ok[np.lexsort((ok, -sharp[ok]))]
-        found = find_duplicates(hashes, feats, thumbs, order, phash_distance, feature_distance)
-        for i, (j, ham, dist) in found.items():
-            status[i] = "near_duplicate"
-            dup_of[i], dup_ham[i], dup_dist[i] = j, ham, dist
-    survivors = np.flatnonzero(status == "kept")
-    chosen = survivors[balance(cells[survivors], sharp[survivors], max_faces)]
-    status[np.setdiff1d(survivors, chosen)] = "over_budget"
+        mark(find_duplicates(hashes, feats, thumbs, order, phash_distance, feature_distance), "near_duplicate")
+        survivors = np.flatnonzero(side & (status == "kept"))
+        picked = survivors[balance(cells[survivors], sharp[survivors], budget)]
+        status[np.setdiff1d(survivors, picked)] = "over_budget"
+        chosen.append(picked)
+    status[chosen[1]] = "holdout"
     return CurateResult(status=status, duplicate_of=dup_of, dup_hamming=dup_ham, dup_distance=dup_dist,
-                        cells=cells, selected=chosen, grid=grid)
+                        cells=cells, selected=chosen[0], holdout_selected=chosen[1], grid=grid)

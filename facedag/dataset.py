@@ -1,16 +1,18 @@
-"""The training set: every identity's dataset.parquet as one uint8 tensor, a held-out split, a hash.
+"""The training set: every identity's training and held-out faces as one uint8 tensor, and a hash.
 
 Faces are decoded once and kept as uint8 (N, 3, S, S) on the training device (1/4 of float32;
 2000 faces at 256 px are 390 MB), and turned into float batches there, so under CUDA no image
 crosses the bus after the start.
 
-The held-out split is by track (clip + track), not by face: neighbouring frames of one track are
-near-copies, so a face-level split would measure memorisation. With fewer than two tracks there
-is nothing honest to hold out; evaluation then uses training faces and says so (`holdout_is_train`).
+The split is dedupe's (stages/dedupe.py): data/dedupe/<ID>/dataset.parquet holds the training
+faces and holdout.parquet the faces of whole held-out shots, of which no near-copy was kept
+for training. Training only evaluates on the held-out faces. When an identity has none (one
+shot only, or a holdout.parquet from before the split moved to dedupe), there is nothing honest
+to hold out; evaluation then uses training faces and says so (`holdout_is_train`).
 
-The dataset hash covers what the training run consumes: each identity's name and the sha256 of
-its dataset.parquet, the face size, and the split (holdout fraction and seed). A checkpoint from
-another hash is stale: training starts fresh and moves it aside (facedag.checkpoint).
+The dataset hash covers what the training run consumes: each identity's name and the sha256
+of its dataset.parquet and holdout.parquet, and the face size. A checkpoint from another hash
+is stale: training starts fresh and moves it aside (facedag.checkpoint).
 """
 
 from __future__ import annotations
@@ -29,21 +31,29 @@ import torch
 from facedag.records import StageFailed, sha256_file
 from facedag.tables import decode_image
 
+HOLDOUT_AS_TRAIN = 16  # training faces evaluated on when an identity has no held-out face
+
 
 def dataset_path(root: str | os.PathLike[str], identity: str) -> Path:
-    """Where the data half leaves an identity's faces."""
+    """Where the data half leaves an identity's training faces."""
     return Path(root) / "data" / "dedupe" / identity / "dataset.parquet"
+
+
+def holdout_path(root: str | os.PathLike[str], identity: str) -> Path:
+    """Where the data half leaves an identity's held-out faces (same columns as dataset.parquet)."""
+    return Path(root) / "data" / "dedupe" / identity / "holdout.parquet"
 
 
 @dataclass
 class FaceSet:
     identity: str
-    images: torch.Tensor  # uint8 (N, 3, S, S), on the training device
+    images: torch.Tensor  # uint8 (N, 3, S, S), on the training device: training faces, then held-out ones
     groups: list[str]  # "<clip>#<track>" per face
     train_idx: torch.Tensor  # int64 indices into images
     holdout_idx: torch.Tensor
-    holdout_is_train: bool  # no track could be held out: evaluation uses training faces
+    holdout_is_train: bool  # no held-out face: evaluation uses training faces
     skipped: int  # rows whose image did not decode
+    note: str = ""  # why there is no held-out face, for the log
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device."""
@@ -77,59 +87,68 @@ def read_faces(path: str | os.PathLike[str], face_size: int) -> tuple[np.ndarray
     return faces, groups, skipped
 
 
-def split_holdout(groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, held-out indices): round(fraction x tracks) whole tracks held out (at least
-    one when fraction > 0, never all of them); chosen by `seed`, independent of row order."""
-    names = sorted(set(groups))
-    n_hold = 0
-    if fraction > 0 and len(names) >= 2:
-        n_hold = min(max(1, round(fraction * len(names))), len(names) - 1)
-    rng = np.random.default_rng(seed)
-    held = set(np.asarray(names, dtype=object)[rng.permutation(len(names))[:n_hold]].tolist()) if n_hold else set()
-    is_held = np.array([g in held for g in groups], dtype=bool)
-    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
-
-
-def dataset_hash(root: str | os.PathLike[str], identities: list[str], face_size: int, holdout: float,
-                 seed: int) -> str:
+def dataset_hash(root: str | os.PathLike[str], identities: list[str], face_size: int) -> str:
     """sha256 (hex) of what a training run consumes (see the module docstring)."""
+    def digest(path: Path) -> str | None:
+        return sha256_file(path) if path.exists() else None
+
     record = {
-        "identities": [[name, sha256_file(dataset_path(root, name))] for name in identities],
+        "identities": [[name, sha256_file(dataset_path(root, name)), digest(holdout_path(root, name))]
+                       for name in identities],
         "face_size": int(face_size),
-        "holdout": float(holdout),
-        "seed": int(seed),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size: int, holdout: float, seed: int,
+def _clip(group: str) -> str:
+    return group.rsplit("#", 1)[0]
+
+
+def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size: int,
                  device: str | torch.device = "cpu") -> dict[str, FaceSet]:
-    """Every identity's FaceSet; StageFailed (one line naming the identity) when one has no usable face."""
+    """Every identity's FaceSet; StageFailed (one line naming the identity) when one has no usable
+    face, or when a clip is on both sides of the split (a hand-made or mixed-up data folder)."""
     sets: dict[str, FaceSet] = {}
     for name in identities:
-        path = dataset_path(root, name)
+        path, hold_path = dataset_path(root, name), holdout_path(root, name)
         if not path.exists():
             raise StageFailed(f"{path} not found: run the data stages for identity {name!r} first (dedupe@{name})")
         faces, groups, skipped = read_faces(path, face_size)
         if len(faces) == 0:
             raise StageFailed(f"identity {name!r} has no usable face in {path}")
-        train_idx, hold_idx = split_holdout(groups, holdout, seed)
-        holdout_is_train = len(hold_idx) == 0
+        note = ""
+        if hold_path.exists():
+            held, hold_groups, hold_skipped = read_faces(hold_path, face_size)
+            skipped += hold_skipped
+            if not held.size:
+                note = f"dedupe held out no shot (see data/dedupe/{name}/metrics.json)"
+        else:
+            held, hold_groups = faces[:0], []
+            note = f"no {hold_path}: rerun dedupe@{name}"
+        shared = sorted({_clip(g) for g in hold_groups} & {_clip(g) for g in groups})
+        if shared:
+            raise StageFailed(f"clip {shared[0]} of identity {name!r} is both in {path} and in {hold_path}: "
+                              f"rerun dedupe@{name}")
+        train_idx = torch.arange(len(faces))
+        holdout_is_train = len(held) == 0
         if holdout_is_train:
-            hold_idx = train_idx[: min(len(train_idx), 16)]
-        images = torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous().to(device)
-        sets[name] = FaceSet(name, images, groups, torch.from_numpy(train_idx).long(),
-                             torch.from_numpy(hold_idx).long(), holdout_is_train, skipped)
+            hold_idx = train_idx[:HOLDOUT_AS_TRAIN]
+        else:
+            hold_idx = torch.arange(len(faces), len(faces) + len(held))
+        images = torch.from_numpy(np.concatenate([faces, held])).permute(0, 3, 1, 2).contiguous().to(device)
+        sets[name] = FaceSet(name, images, groups + hold_groups, train_idx, hold_idx, holdout_is_train, skipped,
+                             note)
     return sets
 
 
 def write_portrait_dataset(path: str | os.PathLike[str], portrait: str, face_size: int, tracks: int = 3,
-                           per_track: int = 6, seed: int = 0) -> int:
+                           per_track: int = 6, seed: int = 0, first_track: int = 0) -> int:
     """A small, real dataset.parquet without footage (tests and benchmarks): one of the demo's
     public-domain portraits (facedag.demo.load_portrait), its landmarks found by RetinaFace, then
     aligned `tracks` x `per_track` times with jittered landmarks (roll +-8 degrees, scale +-6 %,
-    shift +-4 % of the eye distance) and a brightness change per track. Not used by the stage.
-    Returns the row count.
+    shift +-4 % of the eye distance) and a brightness change per track, each track its own clip,
+    numbered from `first_track` (a holdout.parquet beside takes other numbers). Not used by the
+    stage. Returns the row count.
     """
     from facedag.align import align_face, aligned_matrix
     from facedag.tables import ALIGNED_SCHEMA, FEATURES, TableWriter, encode_image
@@ -143,8 +162,8 @@ def write_portrait_dataset(path: str | os.PathLike[str], portrait: str, face_siz
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with TableWriter(out, ALIGNED_SCHEMA) as writer:
-        for track in range(tracks):
-            gain = 1.0 + 0.12 * (track - (tracks - 1) / 2)
+        for track in range(first_track, first_track + tracks):
+            gain = 1.0 + 0.12 * (track - first_track - (tracks - 1) / 2)
             for k in range(per_track):
                 a = np.radians(rng.uniform(-8, 8))
                 sc = 1.0 + rng.uniform(-0.06, 0.06)

@@ -156,17 +156,19 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_model(model: FaceSwapModel, cfg: ModelConfig, models_dir: str | os.PathLike[str],
-               info: dict[str, Any]) -> None:
-    """Write `models_dir`/model.safetensors and model.json atomically (weights first, record second).
+               info: dict[str, Any], name: str = "model") -> None:
+    """Write `models_dir`/<name>.safetensors and <name>.json atomically (weights first, record second).
+
+    `name` is `model` (the last weights) or `best` (the best held-out score, facedag.training).
 
     `info` is carried into the record as is; its `step` and `dataset_hash` (when present) are
     also lifted to the top level, where convert and render read them.
     """
     out = Path(models_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
+    with atomic_path(out / f"{name}.safetensors") as tmp:
         save_file(_cpu_state(model), str(tmp), metadata={"config": json.dumps(cfg.to_dict(), sort_keys=True)})
-    atomic_write_json(out / "model.json", {
+    atomic_write_json(out / f"{name}.json", {
         "format": FORMAT_VERSION,
         "config": cfg.to_dict(),
         "identities": list(cfg.identities),
@@ -177,16 +179,16 @@ def save_model(model: FaceSwapModel, cfg: ModelConfig, models_dir: str | os.Path
 
 
 def load_model(models_dir: str | os.PathLike[str] = "models", device: str | torch.device = "cpu",
-               ) -> tuple[FaceSwapModel, ModelConfig]:
-    """(model in eval mode on `device`, its config) from model.json + model.safetensors; never unpickles."""
+               name: str = "model") -> tuple[FaceSwapModel, ModelConfig]:
+    """(model in eval mode on `device`, its config) from <name>.json + <name>.safetensors; never unpickles."""
     d = Path(models_dir)
     try:
-        record = json.loads((d / "model.json").read_text())
+        record = json.loads((d / f"{name}.json").read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{d / 'model.json'} not found: run the train stage first") from None
+        raise FileNotFoundError(f"{d / f'{name}.json'} not found: run the train stage first") from None
     cfg = ModelConfig.from_dict(record["config"])
     model = FaceSwapModel(cfg)
-    model.load_state_dict(load_file(str(d / "model.safetensors"), device="cpu"), strict=True)
+    model.load_state_dict(load_file(str(d / f"{name}.safetensors"), device="cpu"), strict=True)
     return model.to(device).eval(), cfg
 
 
@@ -197,8 +199,8 @@ class Swapper:
     """
 
     def __init__(self, models_dir: str | os.PathLike[str], to_identity: str, device: str | torch.device = "cpu",
-                 batch: int = 16) -> None:
-        self.model, self.cfg = load_model(models_dir, device)
+                 batch: int = 16, name: str = "model") -> None:
+        self.model, self.cfg = load_model(models_dir, device, name)
         if to_identity not in self.cfg.identities:
             raise KeyError(f"the model has no decoder for {to_identity!r} (have: {', '.join(self.cfg.identities)})")
         self.to_identity = to_identity

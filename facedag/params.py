@@ -125,6 +125,11 @@ class Dedupe(Section):
     pitch_bins: int = Field(5, ge=1)
     light_bins: int = Field(3, ge=1, description="luminance bins")
     light_dir_bins: int = Field(3, ge=1, description="lighting direction (left/right asymmetry) bins")
+    holdout: float = Field(
+        0.15, ge=0, lt=1,
+        description="fraction of faces held out to score training: whole shots (trim's scenes), chosen by base.seed",
+    )
+    holdout_max_faces: int = Field(200, ge=1, description="held-out faces kept per identity, balanced like max_faces")
 
 
 class Train(Section):
@@ -152,7 +157,10 @@ class Train(Section):
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept in models/checkpoints")
     preview_every: int = Field(100, ge=1, description="steps between preview grids in models/previews")
     eval_every: int = Field(50, ge=1, description="steps between held-out SSIM evaluations (and log lines)")
-    holdout: float = Field(0.2, ge=0, lt=1, description="fraction of tracks (clip+track) held out for SSIM")
+    patience: int = Field(
+        0, ge=0, description="evaluations without a held-out gain of more than min_delta before stopping; 0 = never"
+    )
+    min_delta: float = Field(0.0, ge=0, description="held-out score (mean SSIM) gain that counts as an improvement")
     ssim_weight: float = Field(0.85, ge=0, description="weight of masked DSSIM ((1 - SSIM) / 2) in the loss")
     l1_weight: float = Field(0.15, ge=0, description="weight of masked L1 in the loss")
     eyes_mouth_weight: float = Field(3.0, ge=1, description="loss weight on eyes and mouth (face = 1, outside = 0)")

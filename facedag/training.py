@@ -7,12 +7,23 @@ the shared encoder and the identity's decoder, scored by the masked SSIM + L1 lo
 forward runs in bf16 autocast (no grad scaler needed with bf16), the loss in fp32; on the CPU
 everything is fp32.
 
-Stops at `train.max_steps` or after `train.max_minutes` of this run (or the shorter budget in
+Every `train.eval_every` steps the model rebuilds each identity's held-out faces (dedupe's
+holdout.parquet: whole shots training never saw, facedag.dataset) and is scored by the mean over
+identities of their masked SSIM (higher is better). Each new best is written at once to
+models/best.safetensors + best.json (the model.json format, with the step, the score and each
+identity's held-out SSIM, PSNR and L1); convert uses it. With `train.patience` > 0 training stops
+early after that many evaluations without an improvement of more than `train.min_delta`; the
+checkpoint records the early stop, so a rerun with the same params does not train on, while
+raising max_steps (a fresh patience window) or patience continues. The best score and step and
+the patience count are in every checkpoint, so a resumed run never replaces a better best with a
+worse one.
+
+Stops at `train.max_steps`, after `train.max_minutes` of this run (or the shorter budget in
 the environment variable FACEDAG_TRAIN_MINUTES, which a scheduled training session sets),
-whichever comes first, or after the step in progress when SIGTERM or SIGINT arrives (a second
-signal acts as usual).
-Every stop writes a checkpoint, models/model.safetensors + model.json, a preview and the
-dvclive summary. Raising max_steps and rerunning continues the same run.
+when patience runs out, or after the step in progress when SIGTERM or SIGINT arrives (a second
+signal acts as usual), whichever comes first.
+Every stop writes a checkpoint, models/model.safetensors + model.json (the last step's model),
+a preview and the dvclive summary. Raising max_steps and rerunning continues the same run.
 
 Reproducibility: the loop draws randomness only from its own generators (data order,
 augmentation) whose states, with the global ones, go into every checkpoint. With
@@ -21,11 +32,13 @@ killed and resumed ends with weights equal (torch.equal) to those of an uninterr
 
 Outputs under `models_dir`: checkpoints/ (persist), live/ (dvclive, persist: the curves continue
 across resumes; rows past the resumed step, left by a kill, are dropped first), previews/
-(`step-<n>.png` timelapse + `latest.png`), model.safetensors, model.json.
+(`step-<n>.png` timelapse + `latest.png`), model.safetensors, model.json, best.safetensors,
+best.json.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -63,9 +76,11 @@ class TrainResult:
     step: int  # the step the outputs are at
     resumed_from: int | None  # the checkpoint step this run started from; None when fresh
     steps_run: int  # steps taken by this run
-    stopped: str  # "max_steps" | "max_minutes" | "signal"
+    stopped: str  # "max_steps" | "max_minutes" | "signal" | "patience" (early stop)
     signal: int | None = None  # the signal that stopped it
     metrics: dict[str, float] = field(default_factory=dict)
+    best_step: int = -1  # the step of models/best.safetensors
+    best_score: float = float("nan")  # its held-out score (holdout_score)
 
 
 def pick_device(device: str) -> torch.device:
@@ -235,19 +250,108 @@ def model_config(params: Params) -> ModelConfig:
                        tuple(params.identities))
 
 
-def evaluate(model: FaceSwapModel, sets: dict[str, FaceSet], region: torch.Tensor, batch: int = 32) -> dict[str, float]:
-    """Mean masked SSIM of each identity's held-out faces rebuilt by its own decoder."""
+def evaluate(model: FaceSwapModel, sets: dict[str, FaceSet], region: torch.Tensor,
+             batch: int = 32) -> dict[str, dict[str, float]]:
+    """Each identity's held-out faces rebuilt by its own decoder, over the face region:
+    {identity: {"ssim": mean masked SSIM, "psnr": dB of the mean masked squared error,
+    "l1": mean masked absolute error}} (images in [0, 1])."""
     out = {}
     model.eval()
     with torch.no_grad():
         for name, fs in sets.items():
-            vals = []
+            ssim, sq, ab = [], [], []
             for i in range(0, len(fs.holdout_idx), batch):
                 x = fs.batch(fs.holdout_idx[i : i + batch])
-                vals.append(masked_ssim(model(x, name), x, region))
-            out[name] = float(torch.cat(vals).mean()) if vals else float("nan")
+                y = model(x, name).float()
+                w = region.expand(x.shape[0], 1, *x.shape[2:])
+                area = w.sum(dim=(1, 2, 3)) * x.shape[1]
+                ssim.append(masked_ssim(y, x, region))
+                sq.append(((y - x) ** 2 * w).sum(dim=(1, 2, 3)) / area)
+                ab.append(((y - x).abs() * w).sum(dim=(1, 2, 3)) / area)
+            if not ssim:
+                out[name] = {"ssim": float("nan"), "psnr": float("nan"), "l1": float("nan")}
+                continue
+            mse = float(torch.cat(sq).mean())
+            out[name] = {"ssim": float(torch.cat(ssim).mean()),
+                         "psnr": 10.0 * math.log10(1.0 / max(mse, 1e-10)),
+                         "l1": float(torch.cat(ab).mean())}
     model.train()
     return out
+
+
+def holdout_score(evals: dict[str, dict[str, float]]) -> float:
+    """The one number checkpoints are ranked by: mean over identities of held-out SSIM (higher is better)."""
+    return float(np.mean([e["ssim"] for e in evals.values()]))
+
+
+@dataclass
+class BestTracker:
+    """Which evaluation scored best (models/best.safetensors holds it) and whether to stop early.
+
+    Two references, as in Keras/Lightning: the best is any strictly higher score, so the best
+    model is never thrown away for being only slightly better; patience counts the scheduled
+    evaluations since the last improvement by more than `min_delta` (a plateau of tiny gains
+    still stops). A non-finite score (a diverged model) never improves anything. The state goes
+    into every checkpoint, so a resumed run continues both counts.
+    """
+
+    patience: int  # evaluations without improvement before stopping; 0 = never stop early
+    min_delta: float
+    score: float = -math.inf  # the best score so far
+    step: int = -1  # its step (-1: none yet)
+    ref: float = -math.inf  # the score of the last improvement by more than min_delta
+    waited: int = 0  # scheduled evaluations since then
+
+    def offer(self, step: int, score: float, scheduled: bool = True) -> bool:
+        """Record an evaluation; True when it is the new best. Only `scheduled` evaluations (every
+        train.eval_every steps) count for patience, so a stop between them changes no decision."""
+        finite = math.isfinite(score)
+        better = finite and score > self.score
+        if better:
+            self.score, self.step = score, step
+        if scheduled:
+            if finite and score > self.ref + self.min_delta:
+                self.ref, self.waited = score, 0
+            else:
+                self.waited += 1
+        return better
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.waited >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": float(self.score), "step": int(self.step), "ref": float(self.ref),
+                "waited": int(self.waited)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.score, self.step = float(state["score"]), int(state["step"])
+        self.ref, self.waited = float(state["ref"]), int(state["waited"])
+
+
+BEST = "best"  # models/best.safetensors + models/best.json
+
+
+def best_paths(models: Path) -> tuple[Path, Path]:
+    return models / f"{BEST}.safetensors", models / f"{BEST}.json"
+
+
+def read_best(models: Path, cfg: ModelConfig, dhash: str) -> dict[str, Any] | None:
+    """models/best.json's record when it and best.safetensors exist and belong to this config and data."""
+    weights, record_path = best_paths(models)
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not weights.exists() or record.get("config") != cfg.to_dict() or record.get("dataset_hash") != dhash:
+        return None
+    score = record.get("info", {}).get("score")
+    return record if isinstance(score, (int, float)) else None
+
+
+def save_best(model: FaceSwapModel, cfg: ModelConfig, models: Path, info: dict[str, Any]) -> None:
+    """Write models/best.safetensors and best.json (save_model's format, atomic, weights first)."""
+    save_model(model, cfg, models, info, name=BEST)
 
 
 SESSION_ENV = "FACEDAG_TRAIN_MINUTES"
@@ -273,8 +377,11 @@ def session_budget(max_minutes: float) -> float:
 
 def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str], None] = log_line,
           models_dir: str | os.PathLike[str] | None = None) -> TrainResult:
-    """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet."""
+    """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet,
+    scoring it on holdout.parquet beside (see the module docstring)."""
     t = params.train
+    patience = t.patience
+    min_delta = t.min_delta
     root = Path(root)
     models = Path(models_dir) if models_dir is not None else root / "models"
     ckpt_dir, live_dir, previews_dir = models / "checkpoints", models / "live", models / "previews"
@@ -286,12 +393,13 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
         seed_all(seed)
     identities = list(params.identities)
     cfg = model_config(params)
-    sets = load_dataset(root, identities, cfg.face_size, t.holdout, seed, device)
-    dhash = dataset_hash(root, identities, cfg.face_size, t.holdout, seed)
+    sets = load_dataset(root, identities, cfg.face_size, device)
+    dhash = dataset_hash(root, identities, cfg.face_size)
     for name, fs in sets.items():
-        note = " (no second track: evaluated on training faces)" if fs.holdout_is_train else ""
+        note = f" (no held-out face: {fs.note}; scored on training faces)" if fs.holdout_is_train else ""
         log(f"{name}: {len(fs.train_idx)} training faces, {len(fs.holdout_idx)} held out{note}"
             + (f", {fs.skipped} undecodable skipped" if fs.skipped else ""))
+    on_train = [name for name, fs in sets.items() if fs.holdout_is_train]
 
     # channels_last: 1.4x the examples/s of the default layout for the demo model on 2 CPU cores (bench_train)
     model = FaceSwapModel(cfg).to(device, memory_format=torch.channels_last)
@@ -302,8 +410,10 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
     region = face_region(cfg.face_size, device)
     use_bf16 = device.type == "cuda"
+    tracker = BestTracker(patience, min_delta)
+    early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
 
-    state = find_resume(ckpt_dir, cfg.to_dict(), dhash, log, stale_extra=[live_dir])
+    state = find_resume(ckpt_dir, cfg.to_dict(), dhash, log, stale_extra=[live_dir, *best_paths(models)])
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -316,6 +426,17 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
         step = int(state["step"])
         resumed_from: int | None = step
         log(f"resumed from step {step}")
+        if state.get("best") is not None:
+            tracker.load_state_dict(state["best"])
+        early_stop = _resume_early_stop(state.get("early_stop"), tracker, t.max_steps, log)
+        on_disk = read_best(models, cfg, dhash)
+        if on_disk is None:
+            if tracker.step >= 0:
+                log(f"warning: {best_paths(models)[0]} is missing or from another run (the best was step "
+                    f"{tracker.step}): the next evaluation writes a new one")
+            tracker.score, tracker.step = -math.inf, -1
+        elif on_disk["info"]["score"] > tracker.score:  # written after this checkpoint by a run that was killed
+            tracker.score, tracker.step = float(on_disk["info"]["score"]), int(on_disk["step"])
     else:
         step, resumed_from = 0, None
         if not list_checkpoints(ckpt_dir):
@@ -334,7 +455,18 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
             "rng": capture_rng(),
             "config": cfg.to_dict(),
             "dataset_hash": dhash,
+            "best": tracker.state_dict(),
+            "early_stop": early_stop,
         }, t.keep_checkpoints)  # fmt: skip
+
+    def offer(evals: dict[str, dict[str, float]], scheduled: bool) -> None:
+        """Rank this evaluation; a new best goes to models/best.safetensors at once."""
+        score = holdout_score(evals)
+        if tracker.offer(step, score, scheduled):
+            save_best(model, cfg, models, {
+                "step": step, "dataset_hash": dhash, "score": score, "metric": "mean held-out SSIM",
+                "held_out": evals, "holdout_is_train": on_train,
+            })  # fmt: skip
 
     budget_min = session_budget(t.max_minutes)
     budget_s = budget_min * 60.0
@@ -343,15 +475,18 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     start_step = step
     last_losses: dict[str, float] = {}
     metrics: dict[str, float] = {}
+    evals: dict[str, dict[str, float]] = {}
+    evaluated_at = -1
     stopper = StopSignal()
-    stopped = "max_steps"
+    stopped = "max_steps" if early_stop is None else "patience"
     model.train()
     log(f"training {cfg.face_size}px, widths {cfg.encoder_width}/{cfg.decoder_width}, bottleneck {cfg.bottleneck}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {device.type}"
-        f"{' bf16' if use_bf16 else ' fp32'}, steps {step} -> {t.max_steps}, budget {budget_min:g} min")
+        f"{' bf16' if use_bf16 else ' fp32'}, steps {step} -> {t.max_steps}, budget {budget_min:g} min"
+        + (f", patience {patience} evaluations" if patience else ""))
     bar = counter(t.max_steps, initial=step, desc="train", unit="step")
     with stopper.installed(), bar:
-        while step < t.max_steps:
+        while step < t.max_steps and early_stop is None:
             if stopper.signum is not None:
                 stopped = "signal"
                 break
@@ -376,22 +511,32 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
             step += 1
             window_steps += 1
             bar.update(1)
-            if step % t.checkpoint_every == 0:
-                checkpoint()
+            # evaluate before checkpointing, so a checkpoint at this step carries this evaluation's ranking
             if step % t.eval_every == 0 or step == t.max_steps:
                 last_losses = {k: float(v) for k, v in step_losses.items()}
                 now = time.monotonic()
                 steps_per_s = window_steps / max(now - window_t, 1e-9)
                 window_t, window_steps = now, 0
-                ssim = evaluate(model, sets, region)
-                metrics = _log_metrics(live, step, last_losses, ssim, steps_per_s, steps_per_s * t.batch_size
+                evals, evaluated_at = evaluate(model, sets, region), step
+                offer(evals, scheduled=True)
+                metrics = _log_metrics(live, step, last_losses, evals, steps_per_s, steps_per_s * t.batch_size
                                        * len(identities))
                 used = now - start
                 left = min(budget_s - used, (t.max_steps - step) / max(steps_per_s, 1e-9))
                 log(f"step {step}/{t.max_steps} | loss " + " ".join(f"{k} {v:.4f}" for k, v in last_losses.items())
-                    + " | held-out SSIM " + " ".join(f"{k} {v:.3f}" for k, v in ssim.items())
+                    + " | held-out SSIM " + " ".join(f"{k} {v['ssim']:.3f}" for k, v in evals.items())
+                    + f" | best {tracker.score:.4f} at step {tracker.step}"
+                    + (f", {tracker.waited}/{patience} without improvement" if patience else "")
                     + f" | {metrics['egs_per_s']:.1f} EG/s, {steps_per_s:.2f} steps/s"
                     + f" | {max(left, 0) / 60:.1f} min left (budget {budget_min:g} min, {used / 60:.1f} used)")
+                if tracker.exhausted:
+                    early_stop = {"step": step, "patience": patience, "max_steps": t.max_steps}
+                    stopped = "patience"
+                    log(f"stopping early at step {step}: the held-out score has not improved by more than "
+                        f"{min_delta:g} in {patience} evaluations (best {tracker.score:.4f} at step {tracker.step}); "
+                        "raise train.patience or train.max_steps to train on")
+            if step % t.checkpoint_every == 0:
+                checkpoint()
             if step % t.preview_every == 0:
                 write_preview(previews_dir, step, render_preview(model, preview_faces, identities))
                 model.train()
@@ -399,38 +544,70 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
         if stopped == "signal" or stopper.signum is not None:
             stopped = "signal"
             log(f"got signal {stopper.signum}: checkpointing at step {step} and stopping")
-        if not list_checkpoints(ckpt_dir) or list_checkpoints(ckpt_dir)[0][0] != step:
+        best_before = tracker.step
+        if evaluated_at != step:  # off schedule: may keep a better best, but counts for no patience
+            evals = evaluate(model, sets, region)
+            offer(evals, scheduled=False)
+        if not list_checkpoints(ckpt_dir) or list_checkpoints(ckpt_dir)[0][0] != step or tracker.step != best_before:
             checkpoint()
-        ssim = evaluate(model, sets, region)
         if not metrics or metrics.get("step") != step:
             elapsed = max(time.monotonic() - start, 1e-9)
             sps = (step - start_step) / elapsed
-            metrics = _log_metrics(live, step, last_losses, ssim, sps, sps * t.batch_size * len(identities))
+            metrics = _log_metrics(live, step, last_losses, evals, sps, sps * t.batch_size * len(identities))
         write_preview(previews_dir, step, render_preview(model, preview_faces, identities))
         save_model(model, cfg, models, {
             "step": step, "dataset_hash": dhash, "stopped": stopped, "resumed_from": resumed_from,
-            "held_out_ssim": ssim, "device": device.type, "precision": "bf16" if use_bf16 else "fp32",
+            "held_out_ssim": {k: v["ssim"] for k, v in evals.items()}, "holdout_is_train": on_train,
+            "best": {"step": tracker.step, "score": tracker.score}, "stopped_early": early_stop is not None,
+            "early_stop": early_stop, "device": device.type, "precision": "bf16" if use_bf16 else "fp32",
         })  # fmt: skip
         live.end()
-    log(f"stopped at step {step} ({stopped}); wrote {models / 'model.safetensors'}")
-    return TrainResult(step, resumed_from, step - start_step, stopped, stopper.signum, metrics)
+    log(f"stopped at step {step} ({stopped}); wrote {models / 'model.safetensors'} and {best_paths(models)[0]} "
+        f"(step {tracker.step}, held-out score {tracker.score:.4f})")
+    return TrainResult(step, resumed_from, step - start_step, stopped, stopper.signum, metrics,
+                       tracker.step, tracker.score)
 
 
-def _log_metrics(live: Any, step: int, losses: dict[str, float], ssim: dict[str, float], steps_per_s: float,
-                 egs_per_s: float) -> dict[str, float]:
+def _resume_early_stop(record: dict[str, Any] | None, tracker: BestTracker, max_steps: int,
+                       log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Whether an early stop recorded in the checkpoint still holds under the current params.
+
+    It holds (the run does not train on) unless train.max_steps was raised, which gives a fresh
+    patience window, or train.patience was raised or set to 0, which continues the count.
+    """
+    if record is None:
+        return None
+    raised_steps = max_steps > int(record["max_steps"])
+    raised_patience = tracker.patience == 0 or tracker.patience > int(record["patience"])
+    if not (raised_steps or raised_patience):
+        log(f"not training on: stopped early at step {record['step']} (no improvement in {record['patience']} "
+            "evaluations); raise train.patience or train.max_steps to continue")
+        return record
+    if tracker.exhausted:
+        tracker.waited = 0
+    log(f"continuing after the early stop at step {record['step']}: train."
+        + ("max_steps" if raised_steps else "patience") + " was raised")
+    return None
+
+
+def _log_metrics(live: Any, step: int, losses: dict[str, float], evals: dict[str, dict[str, float]],
+                 steps_per_s: float, egs_per_s: float) -> dict[str, float]:
     live.step = step
     out: dict[str, float] = {"step": step}
     for name, v in losses.items():
         live.log_metric(f"loss/{name}", round(v, 6))
         out[f"loss/{name}"] = v
-    for name, v in ssim.items():
-        if math.isfinite(v):
-            live.log_metric(f"ssim_holdout/{name}", round(v, 6))
-        out[f"ssim_holdout/{name}"] = v
+    for name, e in evals.items():
+        for key in ("ssim", "psnr"):
+            if math.isfinite(e[key]):
+                live.log_metric(f"{key}_holdout/{name}", round(e[key], 6))
+            out[f"{key}_holdout/{name}"] = e[key]
+    score = holdout_score(evals) if evals else float("nan")
+    if math.isfinite(score):
+        live.log_metric("score_holdout", round(score, 6))
+    out["score_holdout"] = score
     live.log_metric("steps_per_s", round(steps_per_s, 4))
     live.log_metric("egs_per_s", round(egs_per_s, 3))
     out["steps_per_s"], out["egs_per_s"] = steps_per_s, egs_per_s
     live.make_summary()
     return out
-
-

@@ -1,15 +1,17 @@
 """The train stage: `python -m stages.train` from the project root.
 
-Reads params `base`, `train` and `identities`; data/dedupe/<ID>/dataset.parquet of every
-identity. Refuses to start (exit 1, one line naming the identity) unless every identity has a
-consent record. Writes models/model.safetensors, models/model.json, and the persisted
-models/checkpoints/, models/live/ (dvclive) and models/previews/ (facedag.training).
+Reads params `base`, `train` and `identities`; data/dedupe/<ID>/dataset.parquet (training faces)
+and holdout.parquet (held-out faces, for scoring only) of every identity. Refuses to start
+(exit 1, one line naming the identity) unless every identity has a consent record. Writes
+models/model.safetensors and model.json (the last step), models/best.safetensors and best.json
+(the best held-out score), and the persisted models/checkpoints/, models/live/ (dvclive) and
+models/previews/ (facedag.training).
 
-Exit status: 0 when it stopped at train.max_steps or train.max_minutes; 1 on a clear failure;
-128 + the signal number (143 for SIGTERM, 130 for SIGINT) when a signal stopped it: it still
-finishes the step in progress, checkpoints and writes the model, but reports the run as
-interrupted, so that DVC does not record an unfinished training as done and the next
-`dvc repro` resumes it.
+Exit status: 0 when it stopped at train.max_steps, train.max_minutes or early (train.patience);
+1 on a clear failure; 128 + the signal number (143 for SIGTERM, 130 for SIGINT) when a signal
+stopped it: it still finishes the step in progress, checkpoints and writes the model, but
+reports the run as interrupted, so that DVC does not record an unfinished training as done and
+the next `dvc repro` resumes it.
 """
 
 from __future__ import annotations

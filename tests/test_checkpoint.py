@@ -33,7 +33,8 @@ def state(step: int, config: dict | None = None, dhash: str = "h1") -> dict:
     model(torch.rand(1, 3, 32, 32), "src").mean().backward()
     opt.step()
     return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": None,
-            "rng": capture_rng(), "config": config or CFG.to_dict(), "dataset_hash": dhash}
+            "rng": capture_rng(), "config": config or CFG.to_dict(), "dataset_hash": dhash,
+            "best": {"score": float("-inf"), "step": -1, "ref": float("-inf"), "waited": 0}, "early_stop": None}
 
 
 def test_round_trip_with_rng_states(tmp_path: Path) -> None:
@@ -42,11 +43,14 @@ def test_round_trip_with_rng_states(tmp_path: Path) -> None:
     torch.manual_seed(3)
     s = state(5)
     s["rng"] = capture_rng()
+    s["best"] = {"score": 0.71, "step": 4, "ref": 0.7, "waited": 1}  # facedag.training.BestTracker.state_dict
+    s["early_stop"] = {"step": 5, "patience": 1, "max_steps": 9}
     expect = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     path = save_checkpoint(tmp_path, s, keep=3)
     assert path.name == "step-000000005.pt"
     loaded = load_checkpoint(path)
     assert loaded["step"] == 5 and loaded["config"] == CFG.to_dict() and loaded["dataset_hash"] == "h1"
+    assert loaded["best"] == s["best"] and loaded["early_stop"] == s["early_stop"]  # the ranking survives a resume
     for k, v in s["model"].items():
         assert torch.equal(v, loaded["model"][k])
     assert torch.equal(loaded["optimizer"]["state"][0]["exp_avg"], s["optimizer"]["state"][0]["exp_avg"])

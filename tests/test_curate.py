@@ -1,4 +1,4 @@
-"""Dedupe: pHash, planted near-duplicates, blur, and balancing across bins."""
+"""Dedupe: pHash, planted near-duplicates, blur, balancing across bins, and the held-out shots."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from skimage import data
 
-from facedag.curate import THUMB, balance, blurry_mask, curate, hamming, phash, signature
+from facedag.curate import THUMB, balance, blurry_mask, curate, hamming, holdout_mask, phash, signature
 from facedag.features import face_features
 
 SIZE = 64
@@ -157,3 +157,51 @@ def test_curate_on_tiny_inputs(n):
     result = curate(table, np.zeros(n, np.uint64), np.zeros((n, THUMB * THUMB)), min_sharpness=1,
                     phash_distance=4, feature_distance=0.1, max_faces=5)
     assert result.selected.tolist() == list(range(n))
+
+
+def test_holdout_mask_holds_out_whole_shots_by_seed():
+    rng = np.random.default_rng(3)
+    groups = [f"shot{g}" for g in rng.integers(0, 20, 600)]
+    held = holdout_mask(groups, 0.2, seed=7)
+    shots = np.array(groups)
+    assert not set(shots[held]) & set(shots[~held])  # whole shots on one side
+    assert 0 < held.sum() <= 0.2 * len(groups) and set(shots[~held])
+    assert (holdout_mask(groups, 0.2, seed=7) == held).all()  # the seed decides, every time
+    order = rng.permutation(len(groups))  # and not the row order
+    assert (holdout_mask([groups[i] for i in order], 0.2, seed=7) == held[order]).all()
+    assert any(set(shots[holdout_mask(groups, 0.2, seed=s)]) != set(shots[held]) for s in range(8, 12))
+
+
+def test_holdout_mask_edge_cases():
+    # no shot fits the fraction: the smallest is held out anyway, never all of them
+    assert holdout_mask(["a"] * 5 + ["b"] * 3 + ["c"] * 4, 0.1, seed=0).tolist() == [False] * 5 + [True] * 3 + [
+        False] * 4
+    assert holdout_mask(["a", "b"], 0.99, seed=0).sum() == 1
+    assert not holdout_mask(["a"] * 10, 0.5, seed=0).any()  # one shot: nothing honest to hold out
+    assert not holdout_mask(["a", "b", "c"], 0.0, seed=0).any()  # fraction 0: off
+    assert holdout_mask([], 0.2, seed=0).shape == (0,)
+    with pytest.raises(ValueError):
+        holdout_mask(["a", "b"], 1.0, seed=0)
+
+
+def test_near_copies_of_held_out_faces_never_stay_in_training():
+    names, images, table, _ = planted()
+    sigs = [signature(im) for im in images]
+    hashes = np.array([h for h, _ in sigs], dtype=np.uint64)
+    thumbs = np.stack([t for _, t in sigs]).reshape(len(names), THUMB * THUMB)
+    held = np.isin(names, ["base", "hopper", "hopper_noise", "turned"])
+    result = curate(table, hashes, thumbs, min_sharpness=10, phash_distance=10, feature_distance=0.1, max_faces=100,
+                    held_out=held, holdout_max_faces=100)
+    got = dict(zip(names, result.status, strict=True))
+    # base's copies were in training: all out, as near-copies of the held-out base
+    for n in ("copy", "shift1", "shift2", "noise", "jpeg"):
+        assert got[n] == "near_holdout" and names[result.duplicate_of[names.index(n)]] == "base"
+    # the held-out side is deduplicated on its own; training keeps what is far from every held-out face
+    assert got["hopper_noise"] == "near_duplicate" and {got[n] for n in ("base", "hopper", "turned")} == {"holdout"}
+    assert {n for n, st in got.items() if st == "kept"} == {"looks_up", "mirrored", "brighter"}
+    assert sorted(result.holdout_selected.tolist()) == sorted(names.index(n) for n in ("base", "hopper", "turned"))
+    assert not held[result.selected].any() and held[result.holdout_selected].all()
+    # and the cap thins the held-out faces too
+    capped = curate(table, hashes, thumbs, min_sharpness=10, phash_distance=10, feature_distance=0.1, max_faces=100,
+                    held_out=held, holdout_max_faces=2)
+    assert capped.holdout_selected.size == 2 and capped.count("over_budget") == 1

@@ -1,4 +1,5 @@
-"""dedupe@ID as a subprocess on a synthetic aligned.parquet built from real face images."""
+"""dedupe@ID as a subprocess on a synthetic aligned.parquet built from real face images: the
+training set, and the held-out shots beside it."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ PARAMS = {
 }
 
 
-def write_aligned(root, names, images, table, bad_image_at=None):
+def write_aligned(root, names, images, table, bad_image_at=None, clips=None):
     rows = {name: [] for name in SCHEMA.names}
     for i, (name, img) in enumerate(zip(names, images, strict=True)):
         ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         assert ok
         feats = table.iloc[i]
         values = {
-            "face": name, "clip": "clip.mp4", "frame": i, "time": i / 25, "frame_width": 640, "frame_height": 480,
+            "face": name, "clip": clips[i] if clips else "clip.mp4", "frame": i, "time": i / 25,
+            "frame_width": 640, "frame_height": 480,
             "track": 0, "score": 0.99, "bbox": [0, 0, 64, 64], "landmarks": [0.0] * 10, "face_size": 64,
             "matrix": [1.0, 0, 0, 0, 1.0, 0], "image": b"not an image" if i == bad_image_at else buf.tobytes(),
             "image_format": "png",
@@ -67,6 +69,9 @@ def test_dedupe_stage_writes_a_balanced_dataset(tmp_path):
     out = tmp_path / "data/dedupe/src"
     dataset = pd.read_parquet(out / "dataset.parquet")
     assert len(dataset) == 5
+    # one clip: nothing honest to hold out, and it says so
+    assert len(pd.read_parquet(out / "holdout.parquet")) == 0
+    assert "warning: no held-out set (only one shot" in proc.stderr
     assert {*SCHEMA.names, "bin", "bin_label", "phash", "rank"} <= set(dataset.columns)
     assert sorted(dataset["rank"]) == [1, 2, 3, 4, 5]
     assert dataset["phash"].str.fullmatch(r"[0-9a-f]{16}").all()
@@ -87,10 +92,67 @@ def test_dedupe_stage_writes_a_balanced_dataset(tmp_path):
     assert metrics["faces_in"] == len(names) and metrics["kept"] == 5
     assert metrics["duplicates"] == len(duplicates) and metrics["blurry"] == 1 and metrics["undecodable"] == 1
     assert metrics["kept"] + metrics["duplicates"] + metrics["blurry"] + metrics["over_budget"] + 1 == len(names)
+    assert metrics["no_holdout"] is True and metrics["faces_holdout"] == metrics["shots_holdout"] == 0
     assert 0 < metrics["bins_covered"] <= metrics["bins_total"] == 7 * 5 * 3 * 3
     assert metrics["entropy_bits"] > 0
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# Shots (trim's scenes) of the planted faces. Shot s0 is the smallest, so it is the one held out
+# whatever the seed (no shot fits 0.15 of 12 faces: the smallest goes), and it is two clips: the
+# segments trim cut from one long shot, which must stay together.
+SHOTS = {
+    "aaaa_0000.mp4": ("aaaa", 0, ["base"]),
+    "aaaa_0001.mp4": ("aaaa", 0, ["turned"]),
+    "aaaa_0002.mp4": ("aaaa", 1, ["copy", "shift1", "shift2"]),
+    "bbbb_0000.mp4": ("bbbb", 0, ["noise", "jpeg", "looks_up"]),
+    "bbbb_0001.mp4": ("bbbb", 1, ["mirrored", "brighter", "hopper", "hopper_noise"]),
+}
+
+
+def test_dedupe_stage_holds_out_whole_shots_and_their_near_copies(tmp_path):
+    names, images, table, _ = planted()
+    clip_of = {face: clip for clip, (_, _, faces) in SHOTS.items() for face in faces}
+    write_aligned(tmp_path, names, images, table, clips=[clip_of[n] for n in names])
+    trim = tmp_path / "data/trim/src"
+    trim.mkdir(parents=True)
+    pd.DataFrame([{"shot": c[:-4], "sha256": sha, "scene": scene, "clip": c} for c, (sha, scene, _) in SHOTS.items()]
+                 ).to_parquet(trim / "selection.parquet")
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr
+
+    out = tmp_path / "data/dedupe/src"
+    dataset, holdout = pd.read_parquet(out / "dataset.parquet"), pd.read_parquet(out / "holdout.parquet")
+    assert list(holdout.columns) == list(dataset.columns) and sorted(holdout["rank"]) == [1, 2]
+    assert set(holdout["face"]) == {"base", "turned"} and set(holdout["clip"]) == {"aaaa_0000.mp4", "aaaa_0001.mp4"}
+    assert not set(holdout["clip"]) & set(dataset["clip"]) and not set(holdout["face"]) & set(dataset["face"])
+    # every copy of the held-out base went, though it came from other shots
+    reasons = {r["item"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    leaks = {"copy", "shift1", "shift2", "noise", "jpeg"}
+    assert {n for n, r in reasons.items() if r["reason"] == "near_holdout"} == leaks
+    assert "nearly copies base of held-out clip aaaa_0000.mp4" in reasons["copy"]["message"]
+    assert set(dataset["face"]) == {"looks_up", "mirrored", "brighter", "hopper"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["faces_holdout"], metrics["shots_holdout"], metrics["clips_holdout"], metrics["shots"]) == (
+        2, 1, 2, 4)
+    assert metrics["near_holdout"] == len(leaks) and metrics["no_holdout"] is False
+    assert metrics["kept"] + metrics["faces_holdout"] + metrics["duplicates"] + metrics["near_holdout"] == len(names)
+    assert "held out 2 faces of 1 of 4 shots" in proc.stdout
+
+
+def test_the_same_picture_in_every_shot_cannot_be_held_out(tmp_path):
+    names, images, table, _ = planted()
+    keep = [names.index(n) for n in ("base", "copy", "noise")]  # near-copies of one face, in two clips
+    write_aligned(tmp_path, [names[i] for i in keep], [images[i] for i in keep], table.iloc[keep],
+                  clips=["a.mp4", "b.mp4", "b.mp4"])
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr
+    assert "no held-out set (every training face nearly copies a face of the held-out shots)" in proc.stderr
+    out = tmp_path / "data/dedupe/src"
+    assert json.loads((out / "metrics.json").read_text())["no_holdout"] is True
+    assert list(pd.read_parquet(out / "dataset.parquet")["face"]) == ["base"]
+    assert len(pd.read_parquet(out / "holdout.parquet")) == 0
 
 
 def test_dedupe_stage_fails_in_one_line_when_nothing_is_left(tmp_path):

@@ -1,5 +1,6 @@
 """`python -m stages.train` as a subprocess, as DVC runs it: kill -9 mid-run and resume to the
-bit, SIGTERM checkpoints and stops, and a missing consent record stops it with one line."""
+bit (the last and the best model), SIGTERM checkpoints and stops, and a missing consent record
+stops it with one line."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def wait_for_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, timeout: float =
         time.sleep(0.005)
 
 
-def weights(root: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(root / "models" / "model.safetensors"))
+def weights(root: Path, name: str = "model") -> dict[str, torch.Tensor]:
+    return load_file(str(root / "models" / f"{name}.safetensors"))
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
@@ -58,10 +59,13 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path, tiny_data: Path
     assert int(line.rsplit(" ", 1)[1]) > 0
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err
-    a, b = weights(ref_root), weights(run_root)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("model", "best"):  # the best of the evaluations at 7 and 14 is the same one too
+        a, b = weights(ref_root, name), weights(run_root, name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((run_root / "models" / "model.json").read_text())["step"] == DET["max_steps"]
+    best = [json.loads((r / "models" / "best.json").read_text()) for r in (ref_root, run_root)]
+    assert best[0]["step"] == best[1]["step"] in (7, 14) and best[0]["info"]["score"] == best[1]["info"]["score"]
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
