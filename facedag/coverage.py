@@ -1,9 +1,11 @@
 """Coverage cells: which pose, expression and lighting conditions a set of faces covers.
 
-Shared by trim (which shots add the most new conditions) and dedupe (balance the dataset
-across pose x lighting bins). A face's features are cut into bins on fixed, absolute axes
-(degrees, ratios, grey levels), not on quantiles of the data: a cell then means the same
-thing for every clip and identity, and "covered" is comparable between runs.
+Shared by trim (which shots add the most new conditions), dedupe (balance the dataset
+across pose x lighting bins) and facedag.target_profile (the target's faces on the same
+cells, so that both can weight their choice toward the conditions the target shows). A
+face's features are cut into bins on fixed, absolute axes (degrees, ratios, grey levels), not
+on quantiles of the data: a cell then means the same thing for every clip and identity, and
+"covered" is comparable between runs.
 
 An `Axis` has `bins` equal-width bins over [lo, hi]; values outside fall into the end bins,
 NaN (a feature the face library could not measure) into the middle bin. A `Grid` is the

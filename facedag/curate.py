@@ -31,7 +31,10 @@ The steps, in order (`curate` runs them all; the held-out shots are chosen first
    bin, the sharpest of them first) until `max_faces`. Rare conditions are thus all kept
    and common ones are thinned, which is the point of the dataset. DFL's "final" sort does
    the same over yaw, then pitch inside each yaw bin, with a fixed per-yaw-bin quota; see
-   benchmarks/bench_dedupe.py for the comparison.
+   benchmarks/bench_dedupe.py for the comparison. With a target profile (the identity that
+   convert paints into the target; facedag.target_profile), the training side's round robin
+   is weighted toward the bins of the target's poses and lighting (`balance`'s weights): the
+   budget the target will need goes there first, and every other bin still keeps its best face.
 
 Feature distance: the root of the sum of squares of
   - pose: (yaw, pitch) / 90 degrees (the default 0.1 is 9 degrees of yaw alone). Not roll:
@@ -248,11 +251,16 @@ def feature_dist(fa: np.ndarray, ta: np.ndarray, fb: np.ndarray, tb: np.ndarray)
     return np.sqrt((ds**2).sum(axis=1) + rms2)
 
 
-def balance(cells: np.ndarray, sharp: np.ndarray, budget: int) -> np.ndarray:
+def balance(cells: np.ndarray, sharp: np.ndarray, budget: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Indices chosen round robin across bins, sharpest first within a bin, at most `budget`.
 
     Each round takes the sharpest remaining face of every non-empty bin (the round itself
     ordered sharpest first, so a budget that ends mid-round keeps the better faces).
+    `weights` (one per cell id, >= 1; facedag.target_profile.cell_weights) make it a weighted
+    round robin: a bin of weight w gives its k-th face at round k / w, so it gets about w
+    faces for every one of a weight-1 bin, and in a tie the heavier bin goes first. Every
+    non-empty bin still gives its sharpest face in the first round, so weighting moves the
+    budget toward the target's conditions without dropping the others. None = all weights 1.
     Returns indices in selection order.
     """
     cells = np.asarray(cells, dtype=np.int64)
@@ -265,8 +273,9 @@ def balance(cells: np.ndarray, sharp: np.ndarray, budget: int) -> np.ndarray:
     start = np.r_[0, np.flatnonzero(np.diff(c)) + 1]
     run_id = np.repeat(np.arange(start.size), np.diff(np.r_[start, c.size]))
     pos = np.arange(c.size) - start[run_id]  # rank within its bin (0 = sharpest)
-    # round robin = by rank within bin, then sharpest first inside a round
-    final = np.lexsort((order, -np.nan_to_num(sharp[order], nan=-np.inf), pos))
+    w = np.ones(c.size) if weights is None else np.asarray(weights, dtype=np.float64)[c]
+    # round robin = by (weighted) rank within bin, heavier bins first, then sharpest first inside a round
+    final = np.lexsort((order, -np.nan_to_num(sharp[order], nan=-np.inf), -w, pos / w))
     return order[final][:budget]
 
 
@@ -311,6 +320,7 @@ def curate(
     min_sharpness_rel: float = 0.0,
     held_out: np.ndarray | None = None,
     holdout_max_faces: int | None = None,
+    cell_weights: np.ndarray | None = None,
 ) -> CurateResult:
     """Run blur, near-copies of held-out faces, dedupe and balance over the rows of `table`.
 
@@ -318,7 +328,12 @@ def curate(
     FEATURE_SCALES); `hashes` (uint64) and `thumbs` ((n, THUMB*THUMB) float) are the faces'
     `signature`s, same order. `held_out` (bool per row, from holdout_mask) marks the faces of
     the held-out shots, thinned toward `holdout_max_faces` (None: only blur and duplicates);
-    the others toward `max_faces`.
+    the others toward `max_faces`. `cell_weights` (one per cell of the balancing grid,
+    facedag.target_profile.cell_weights) weight the training side's round robin toward the
+    target's conditions (`balance`); duplicates are still resolved by sharpness alone (visiting
+    heavy bins first drops the only face of a lighter target bin when a pair straddles their
+    edge: on the demo it cost 13 points of target coverage). The held-out side stays evenly
+    balanced, so that its score keeps measuring the same thing whatever the target.
     """
     n = len(table)
     hashes = np.asarray(hashes, dtype=np.uint64)
@@ -334,6 +349,8 @@ def curate(
     dup_ham = np.full(n, -1, dtype=np.int64)
     dup_dist = np.full(n, np.nan)
     grid = pose_light_grid(yaw_bins, pitch_bins, light_bins, light_dir_bins)
+    if cell_weights is not None and np.shape(cell_weights) != (grid.size,):
+        raise ValueError(f"cell_weights needs one weight per bin ({grid.size}), got shape {np.shape(cell_weights)}")
     cells = grid.cells(table)
     feats = scalar_features(table)
 
@@ -348,12 +365,13 @@ def curate(
     mark(near_copies(hashes, feats, thumbs, np.flatnonzero(~blurry & ~held), np.flatnonzero(held),
                      phash_distance, feature_distance), "near_holdout")
     chosen: list[np.ndarray] = []
-    for side, budget in ((~held, max_faces), (held, n if holdout_max_faces is None else holdout_max_faces)):
+    sides = ((~held, max_faces, cell_weights), (held, n if holdout_max_faces is None else holdout_max_faces, None))
+    for side, budget, weights in sides:
         ok = np.flatnonzero(side & (status == "kept"))
         order = ok[np.lexsort((ok, -sharp[ok]))]
         mark(find_duplicates(hashes, feats, thumbs, order, phash_distance, feature_distance), "near_duplicate")
         survivors = np.flatnonzero(side & (status == "kept"))
-        picked = survivors[balance(cells[survivors], sharp[survivors], budget)]
+        picked = survivors[balance(cells[survivors], sharp[survivors], budget, weights)]
         status[np.setdiff1d(survivors, picked)] = "over_budget"
         chosen.append(picked)
     status[chosen[1]] = "holdout"

@@ -15,7 +15,9 @@ Selection (`select_shots`) is the cost-benefit greedy for budgeted coverage:
     gain(shot)  = new_cells + repeat_weight * faces
     score(shot) = gain / duration                      (per second of budget spent)
 
-`new_cells` counts the cells the shot's sampled faces occupy that no kept shot covers yet;
+`new_cells` counts the cells the shot's sampled faces occupy that no kept shot covers yet
+(with cell weights, e.g. toward the target's poses, facedag.target_profile.cell_weights, each
+new cell counts its weight instead of 1);
 `faces` counts its samples with a usable face, so `repeat_weight * faces / duration` is a
 small faces-per-second term: once every condition is covered, shots where the face is
 visible most of the time win over shots where it is mostly away. The best shot that still
@@ -192,18 +194,26 @@ class Pick:
     reason: str  # "" when kept; "no_face", "over_budget" otherwise
 
 
-def gain(cells: np.ndarray, covered: set[int], repeat_weight: float) -> tuple[float, int]:
-    """(gain, new_cells) of a shot's faces given the cells already covered."""
-    new = len(set(np.asarray(cells).tolist()) - covered)
-    return new + repeat_weight * len(cells), new
+def gain(cells: np.ndarray, covered: set[int], repeat_weight: float,
+         weights: np.ndarray | None = None) -> tuple[float, int]:
+    """(gain, new_cells) of a shot's faces given the cells already covered; a new cell counts
+    its weight (one per cell id) when `weights` is given, else 1."""
+    new = set(np.asarray(cells).tolist()) - covered
+    value = float(np.sum(weights[sorted(new)])) if weights is not None else float(len(new))
+    return value + repeat_weight * len(cells), len(new)
 
 
 def select_shots(
     candidates: Sequence[Candidate],
     budget_seconds: float,
     repeat_weight: float = 0.05,
+    weights: np.ndarray | None = None,
 ) -> list[Pick]:
-    """Greedy budgeted coverage (see the module docstring); one Pick per candidate, same order."""
+    """Greedy budgeted coverage (see the module docstring); one Pick per candidate, same order.
+
+    `weights`: one per cell id (>= 0), what a newly covered cell is worth; None = 1 each.
+    Weighted coverage is still submodular, so the lazy re-scoring stays exact.
+    """
     covered: set[int] = set()
     picks: list[Pick | None] = [None] * len(candidates)
     heap: list[tuple[float, int, int]] = []  # (-score, index, version)
@@ -212,7 +222,7 @@ def select_shots(
         if c.faces == 0 or c.duration <= 0:
             picks[i] = Pick(False, 0, 0.0, 0.0, 0, "no_face")
             continue
-        g, new = gain(c.cells, covered, repeat_weight)
+        g, new = gain(c.cells, covered, repeat_weight, weights)
         last[i] = (g / c.duration, g, new)
         heapq.heappush(heap, (-g / c.duration, i, 0))
     remaining = float(budget_seconds)
@@ -225,7 +235,7 @@ def select_shots(
             picks[i] = Pick(False, 0, -neg, last[i][1], last[i][2], "over_budget")
             continue
         if ver != version:
-            g, new = gain(c.cells, covered, repeat_weight)
+            g, new = gain(c.cells, covered, repeat_weight, weights)
             last[i] = (g / c.duration, g, new)
             heapq.heappush(heap, (-g / c.duration, i, version))
             continue

@@ -2,8 +2,9 @@
 
     python -m stages.dedupe ID [--params params.yaml]
 
-Reads  data/align/ID/aligned.parquet (stages/align.py's table), in record batches, and
-       data/trim/ID/selection.parquet (which detected shot each clip was cut from)
+Reads  data/align/ID/aligned.parquet (stages/align.py's table), in record batches,
+       data/trim/ID/selection.parquet (which detected shot each clip was cut from), and
+       data/profile/ID/target.json when there is one (profile@ID: the target's faces)
 Writes data/dedupe/ID/
          dataset.parquet   the training faces: every aligned column (image bytes included) plus
                            bin (int32, cell of facedag.coverage.pose_light_grid),
@@ -14,10 +15,13 @@ Writes data/dedupe/ID/
                            it scores its checkpoints on them (facedag.training)
          report.png        pose scatter before/after, lighting histogram, bin occupancy,
                            contact sheet of kept faces (facedag.report.dedupe_figure)
+         target_gaps.json  the target's poses and lighting against the training faces
+                           (facedag.target_profile.gap_report)
          metrics.json      faces_in, undecodable, blurry, duplicates, near_holdout, over_budget,
                            kept, faces_holdout, shots, shots_holdout, clips_holdout, no_holdout,
                            bins_covered, bins_total, entropy_bits (kept), entropy_bits_in
-                           (all decodable faces), evenness
+                           (all decodable faces), evenness, and the target_* figures
+                           (facedag.target_profile.gap_metrics)
          rejected.jsonl    one line per dropped face (item = the face id)
 
 Steps (facedag.curate): held-out shots first (about dedupe.holdout of the faces, whole shots,
@@ -30,6 +34,14 @@ first within a bin, round robin across bins. With a single shot nothing can be h
 honestly, nor when every training face nearly copies a held-out one (the same picture in every
 shot): `no_holdout` is true, a warning says why, and training evaluates on training faces
 (`holdout_is_train`).
+
+Toward the target: when ID is the identity convert paints into the target (its profile
+applies) and `dedupe.target_weight` > 0, the training side's round robin is weighted toward the
+bins of the target's poses and lighting (facedag.target_profile.cell_weights, facedag.curate.
+balance); the held-out side is not. Whatever the weight, the training faces are compared with
+the target: coverage figures in metrics.json, and one log line and one entry of
+target_gaps.json per region that holds >= 5 % of the target's frames and fewer than
+`dedupe.target_gap_faces` training faces ("... src has 2 faces there (9 before dedupe)").
 
 Reason codes: `blurry`, `near_duplicate` (message names the kept face), `near_holdout` (a
 training face that nearly copies a face of a held-out shot), `over_budget` (a valid face that
@@ -50,18 +62,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facedag.coverage import summary
+from facedag.coverage import pose_light_grid, summary
 from facedag.curate import THUMB, CurateResult, curate, hash_to_hex, holdout_mask, signature
 from facedag.params import Params
-from facedag.records import Rejections, StageFailed, atomic_path, write_metrics
+from facedag.records import Rejections, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.report import dedupe_figure
 from facedag.stagekit import fresh_dir, identity_main
 from facedag.tables import ALIGNED_SCHEMA, decode_image, missing_columns
+from facedag.target_profile import cell_weights, gap_metrics, gap_report, load_profile, log_lines
 
 STAGE = "dedupe"
 READ_BATCH = 256
 FEATURES = ["yaw", "pitch", "roll", "mouth_open", "eyes_open", "luminance", "asymmetry", "sharpness"]
 SHEET_MAX = 60
+PROFILE_DIR = Path("data/profile")
+# until params.Dedupe has them (0 weight = unweighted; gap: fewer training faces than this)
+DEFAULT_TARGET_WEIGHT = 1.0
+DEFAULT_TARGET_GAP_FACES = 10
 
 
 def shot_of_clip(selection: Path) -> dict[str, str] | None:
@@ -87,6 +104,13 @@ def run(params: Params, identity: str) -> None:
     missing = missing_columns(src, ALIGNED_SCHEMA)
     if missing:
         raise StageFailed(f"{src} lacks column(s) {', '.join(missing)}: rerun align@{identity}")
+    try:
+        profile = load_profile(PROFILE_DIR / identity / "target.json")
+    except ValueError as exc:
+        raise StageFailed(str(exc)) from None
+    target_weight = float(getattr(p, "target_weight", DEFAULT_TARGET_WEIGHT))
+    weights = cell_weights(profile, pose_light_grid(p.yaw_bins, p.pitch_bins, p.light_bins, p.light_dir_bins),
+                           target_weight)
     source = pq.ParquetFile(src)
     out = fresh_dir(Path("data/dedupe") / identity)
     rejected = Rejections(out, STAGE)
@@ -137,7 +161,7 @@ def run(params: Params, identity: str) -> None:
             min_sharpness=p.min_sharpness, min_sharpness_rel=p.min_sharpness_rel,
             phash_distance=p.phash_distance, feature_distance=p.feature_distance, max_faces=p.max_faces,
             yaw_bins=p.yaw_bins, pitch_bins=p.pitch_bins, light_bins=p.light_bins, light_dir_bins=p.light_dir_bins,
-            held_out=held_out, holdout_max_faces=cap,
+            held_out=held_out, holdout_max_faces=cap, cell_weights=weights,
         )
 
     result = run_curate(held)
@@ -234,6 +258,10 @@ def run(params: Params, identity: str) -> None:
                   counts, sheet_max=SHEET_MAX)
     cov_in = summary(result.cells, result.grid)
     cov = summary(result.cells[kept], result.grid)
+    target = gap_report(profile, result.grid, after, before, identity=identity, stage=STAGE,
+                        target_weight=target_weight, before="before dedupe",
+                        min_faces=int(getattr(p, "target_gap_faces", DEFAULT_TARGET_GAP_FACES)))
+    atomic_write_json(out / "target_gaps.json", target)
     write_metrics(out, {
         **counts,
         "shots": len(set(shots)),
@@ -246,6 +274,7 @@ def run(params: Params, identity: str) -> None:
         "entropy_bits": cov["entropy_bits"],
         "entropy_bits_in": cov_in["entropy_bits"],
         "evenness": cov["evenness"],
+        **gap_metrics(target),
         "rejected": len(rejected),
     })
     rejected.close()
@@ -254,6 +283,10 @@ def run(params: Params, identity: str) -> None:
           f"{counts['duplicates']} near-duplicates, {counts['near_holdout']} near-copies of held-out faces, "
           f"{counts['over_budget']} over budget), {cov['cells_covered']} of {cov['cells_total']} bins; "
           f"held out {counts['faces_holdout']} faces of {len(held_shots)} of {len(set(shots))} {unit}", flush=True)
+    head, *gap_lines = log_lines(target, f"dedupe@{identity}", "before dedupe")
+    print(head, flush=True)
+    for line in gap_lines:
+        print(line, file=sys.stderr, flush=True)
     if no_holdout:
         why = ("dedupe.holdout is 0" if fraction == 0 else "every training face nearly copies a face of the "
                "held-out shots" if inseparable else f"only one shot ({shots[0]})")

@@ -4,12 +4,15 @@ coverage, up to `trim.max_seconds`, and cut them out.
     python -m stages.trim ID [--params params.yaml]
 
 Reads  data/download/ID/manifest.parquet and the clips it lists (its `path` column, relative
-       to the project root; a clip listed twice, `duplicate`, is scanned once)
+       to the project root; a clip listed twice, `duplicate`, is scanned once), and
+       data/profile/ID/target.json when there is one (profile@ID: the target's faces)
 Writes data/trim/ID/
          clips/<shot>.mp4     the kept shots, re-encoded
          selection.parquet    one row per shot segment (below)
          coverage.png         coverage before/after (facedag.report.trim_coverage_figure)
-         metrics.json         counts, seconds and cells covered
+         target_gaps.json     the target's poses and lighting against the kept samples
+                              (facedag.target_profile.gap_report)
+         metrics.json         counts, seconds, cells covered, and the target_* figures
          rejected.jsonl       clips that cannot be used (reasons below)
 
 Per clip, one decoding pass finds the cuts (PySceneDetect ContentDetector) and samples
@@ -17,6 +20,15 @@ frames at `trim.sample_fps` for faces (facedag.shots.scan_clip / FaceSampler). S
 than `max_shot_seconds` (or than the whole budget) are split into equal segments, shorter
 than `min_shot_seconds` dropped; then facedag.shots.select_shots keeps segments greedily by
 new coverage cells per second (facedag.coverage.trim_grid).
+
+Toward the target: when ID is the identity convert paints into the target (its profile
+applies) and `trim.target_weight` > 0, a new cell counts its weight (facedag.target_profile.
+cell_weights: more for the poses and lighting the target's face shows), so the budget goes
+first to shots that cover the target. Whatever the weight, the kept samples are compared with
+the target: coverage figures in metrics.json, and one log line and one entry of
+target_gaps.json per region that holds >= 5 % of the target's frames and fewer than
+`trim.target_gap_faces` kept samples. Without a profile, or for another identity, selection
+is unweighted and the log says so.
 
 selection.parquet columns:
     shot         string   "<sha256[:16]>_<segment>", unique
@@ -28,7 +40,8 @@ selection.parquet columns:
     samples      int      frames sampled in the segment; faces: those with a usable face
     cells        int      coverage cells its faces occupy (facedag.coverage.trim_grid)
     score        float64  gain per second when picked (or the last computed, when not kept)
-    gain         float64  new_cells + trim.repeat_weight * faces at that moment
+    gain         float64  new cells (each counting its target weight, when weighted)
+                          + trim.repeat_weight * faces at that moment
     new_cells    int      cells it added (when picked)
     kept         bool     kept and cut
     rank         int32    pick order (1 = first), 0 when not kept
@@ -46,6 +59,7 @@ why in `reason`: `no_face`, `too_short`, `over_budget`, `cut_failed`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +69,17 @@ import pandas as pd
 from facedag.coverage import summary, trim_grid
 from facedag.media import cut_clip, iter_frames, probe
 from facedag.params import Params
-from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
+from facedag.records import Rejected, Rejections, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.report import trim_coverage_figure
 from facedag.shots import FACE_COLUMNS, Candidate, FaceSampler, scan_clip, segment, select_shots, shots_from_cuts
 from facedag.stagekit import fresh_dir, identity_main
+from facedag.target_profile import cell_weights, gap_metrics, gap_report, load_profile, log_lines
 
 STAGE = "trim"
+PROFILE_DIR = Path("data/profile")
+# until params.Trim has them (0 weight = unweighted; gap: fewer kept samples than this)
+DEFAULT_TARGET_WEIGHT = 1.0
+DEFAULT_TARGET_GAP_FACES = 2
 
 
 def run(params: Params, identity: str) -> None:
@@ -73,6 +92,12 @@ def run(params: Params, identity: str) -> None:
     out = fresh_dir(Path("data/trim") / identity)
     rejected = Rejections(out, STAGE)
     grid = trim_grid()
+    target_weight = float(getattr(p, "target_weight", DEFAULT_TARGET_WEIGHT))
+    try:
+        profile = load_profile(PROFILE_DIR / identity / "target.json")
+    except ValueError as exc:
+        raise StageFailed(str(exc)) from None
+    weights = cell_weights(profile, grid, target_weight)
     sampler = FaceSampler(params.base.face_size, p.score_threshold, p.min_face_size)
     # a segment never exceeds the whole budget, so the best one always fits
     seg_max = min(p.max_shot_seconds, p.max_seconds)
@@ -137,7 +162,7 @@ def run(params: Params, identity: str) -> None:
             })
 
     # select over all clips of the identity at once: the budget is per identity
-    picks = select_shots(cands, p.max_seconds, p.repeat_weight)
+    picks = select_shots(cands, p.max_seconds, p.repeat_weight, weights)
     for cand, pick in zip(cands, picks, strict=True):
         rows[cand.key].update(kept=pick.kept, rank=pick.rank, score=round(pick.score, 6), gain=round(pick.gain, 6),
                               new_cells=pick.new_cells, reason=pick.reason)
@@ -189,6 +214,10 @@ def run(params: Params, identity: str) -> None:
         table.to_parquet(tmp, index=False)
 
     cov_all, cov_kept = summary(grid.cells(before), grid), summary(grid.cells(after), grid)
+    gap_faces = int(getattr(p, "target_gap_faces", DEFAULT_TARGET_GAP_FACES))
+    target = gap_report(profile, grid, after, before, identity=identity, stage=STAGE, target_weight=target_weight,
+                        min_faces=gap_faces, before="in all shots", noun="sampled face")
+    atomic_write_json(out / "target_gaps.json", target)
     write_metrics(out, {
         "clips_in": len(manifest),
         "clips_used": clips_ok,
@@ -204,9 +233,14 @@ def run(params: Params, identity: str) -> None:
         "cells_covered_kept": cov_kept["cells_covered"],
         "entropy_bits_in": cov_all["entropy_bits"],
         "entropy_bits_kept": cov_kept["entropy_bits"],
+        **gap_metrics(target),
         "rejected": len(rejected),
     })
     rejected.close()
+    head, *gap_lines = log_lines(target, f"trim@{identity}", "in all shots")
+    print(head, flush=True)
+    for line in gap_lines:
+        print(line, file=sys.stderr, flush=True)
     print(f"trim@{identity}: kept {len(kept_rows)} of {len(rows)} shots, "
           f"{sum(r['duration'] for r in kept_rows):.1f} of {seconds_in:.1f} s, "
           f"{cov_kept['cells_covered']} of {cov_all['cells_covered']} cells", flush=True)

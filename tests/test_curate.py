@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from skimage import data
 
+from facedag.coverage import pose_light_grid
 from facedag.curate import THUMB, balance, blurry_mask, curate, hamming, holdout_mask, phash, signature
 from facedag.features import face_features
+from facedag.target_profile import cell_weights
+from tests.test_target_profile import planted as planted_target
 
 SIZE = 64
 
@@ -205,3 +208,49 @@ def test_near_copies_of_held_out_faces_never_stay_in_training():
     capped = curate(table, hashes, thumbs, min_sharpness=10, phash_distance=10, feature_distance=0.1, max_faces=100,
                     held_out=held, holdout_max_faces=2)
     assert capped.holdout_selected.size == 2 and capped.count("over_budget") == 1
+
+
+def test_weighted_balance_gives_heavier_bins_more_turns():
+    cells = np.array([0, 0, 0, 0, 1, 1, 2])
+    sharp = np.array([1.0, 9.0, 5.0, 7.0, 3.0, 8.0, 2.0])
+    # bin 0 weighs 2: its faces come at rounds 0, 0.5, 1, 1.5; and first in a tied round
+    assert balance(cells, sharp, 100, np.array([2.0, 1.0, 1.0])).tolist() == [1, 5, 6, 3, 2, 4, 0]
+    assert balance(cells, sharp, 100, np.ones(3)).tolist() == balance(cells, sharp, 100).tolist()
+    # a budget of one: the heavier bin's best face, though a lighter bin's is sharper
+    assert balance(cells, sharp, 1, np.array([1.0, 3.0, 1.0])).tolist() == [5]
+    assert balance(cells, sharp, 1, np.array([1.0, 1.0, 3.0])).tolist() == [6]
+
+
+def test_curate_weighted_toward_a_target_at_yaw_above_30():
+    rng = np.random.default_rng(2)
+    n = 600
+    table = pd.DataFrame({
+        "yaw": rng.uniform(-60, 60, n), "pitch": rng.normal(0, 6, n), "luminance": rng.uniform(0.4, 0.6, n),
+        "asymmetry": rng.normal(0, 0.03, n), "sharpness": rng.uniform(20, 200, n),
+    })
+    hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+    thumbs = rng.uniform(0, 1, (n, THUMB * THUMB))
+    held = np.zeros(n, dtype=bool)
+    held[:60] = True
+    target = planted_target([(40, {"yaw": 35.0, "pitch": 0.0}), (10, {"yaw": 0.0, "pitch": 0.0})])
+    kwargs = dict(min_sharpness=1, phash_distance=0, feature_distance=0.0, max_faces=60, held_out=held,
+                  holdout_max_faces=20)
+    plain = curate(table, hashes, thumbs, **kwargs)
+    weighted = curate(table, hashes, thumbs, **kwargs, cell_weights=cell_weights(target, pose_light_grid(), 2.0))
+
+    def at_target(rows: np.ndarray) -> int:
+        """Faces in the target's main bin: yaw 25.7..42.9 (yaw > 30 and around), pitch -8..8."""
+        yaw, pitch = table["yaw"].to_numpy()[rows], table["pitch"].to_numpy()[rows]
+        return int(((yaw >= 25.7143) & (yaw < 42.8571) & (np.abs(pitch) < 8)).sum())
+
+    assert len(plain.selected) == len(weighted.selected) == 60
+    # the target's bin weighs about 4 times a bin of the target's lighting only: 9 faces instead of 3
+    before, after = at_target(plain.selected), at_target(weighted.selected)
+    assert after >= 2 * before and after >= before + 5
+    # every bin the plain balance covered is still covered: weighting moves budget, it drops no condition
+    assert set(plain.cells[plain.selected]) <= set(weighted.cells[weighted.selected])
+    # the held-out side is not weighted
+    assert weighted.holdout_selected.tolist() == plain.holdout_selected.tolist()
+    with pytest.raises(ValueError, match="one weight per bin"):
+        curate(table, hashes, thumbs, **kwargs, cell_weights=np.ones(3))
+

@@ -14,9 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from facedag.records import atomic_write_json
 from facedag.tables import ALIGNED_SCHEMA as SCHEMA
 from tests.conftest import REPO, tool_env
 from tests.test_curate import planted
+from tests.test_target_profile import planted as planted_target
 
 PARAMS = {
     "identities": {"src": {"consent": {"subject": "test", "basis": "licence", "evidence": "licence.txt",
@@ -167,3 +169,44 @@ def test_dedupe_stage_fails_in_one_line_when_nothing_is_left(tmp_path):
 def test_dedupe_stage_without_input_fails_clearly(tmp_path):
     proc = run_stage(tmp_path, PARAMS)
     assert proc.returncode == 1 and "run align@src first" in proc.stderr
+
+
+def test_dedupe_stage_weights_toward_the_target_and_reports_its_gaps(tmp_path):
+    names, images, table, _ = planted()
+    write_aligned(tmp_path, names, images, table)
+    params = {**PARAMS, "dedupe": {"max_faces": 1}}
+    proc = run_stage(tmp_path, params)  # no profile: unweighted, and it says so
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "data/dedupe/src"
+    assert list(pd.read_parquet(out / "dataset.parquet")["face"]) != ["turned"]
+    assert "dedupe@src: target: no target profile" in proc.stdout
+    assert json.loads((out / "target_gaps.json").read_text())["weighted"] is False
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["target_weighted"], metrics["target_gaps"]) == (False, 0)
+
+    # the target turns 20 degrees half of the time (the pose and lighting of `turned`), 50 the other half
+    turned = table.iloc[names.index("turned")]
+    light = {"luminance": float(turned["luminance"]), "asymmetry": float(turned["asymmetry"])}
+    profile = planted_target([(10, {"yaw": 20.0, "pitch": 0.0, **light}), (10, {"yaw": 50.0, "pitch": 0.0, **light})])
+    (tmp_path / "data/profile/src").mkdir(parents=True)
+    atomic_write_json(tmp_path / "data/profile/src/target.json", profile.to_dict())
+    proc = run_stage(tmp_path, params)
+    assert proc.returncode == 0, proc.stderr
+    # a budget of one face: the sharpest face of the target's bin, not the sharpest of all
+    assert list(pd.read_parquet(out / "dataset.parquet")["face"]) == ["turned"]
+    report = json.loads((out / "target_gaps.json").read_text())
+    assert report["weighted"] is True and report["target_faces"] == 20 and report["min_faces"] == 10
+    lines = report["lines"]
+    assert "the target has 50 % of its frames at yaw 8.6..26 deg; src has 1 face there" in lines
+    assert ("the target has 50 % of its frames at yaw >= 43 deg (turned toward the image right); "
+            "src has 0 faces there") in lines
+    in_pitch = int((table["pitch"].abs() < 8).sum())
+    assert f"the target has 100 % of its frames at pitch -8..8 deg; src has 1 face there ({in_pitch} before dedupe)" \
+        in lines
+    assert len(lines) == 5  # yaw x2, pitch, luminance, light direction; no pose cell repeats them
+    for line in lines:
+        assert f"dedupe@src: target gap: {line}" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["target_coverage"] == 0.5 and metrics["target_coverage_in"] == 0.5
+    assert metrics["target_coverage_light"] == 1.0 and metrics["target_gaps"] == 5
+    assert "dedupe@src: target: 20 faces in 20 sampled frames, weighted 1; 50 % of its frames" in proc.stdout

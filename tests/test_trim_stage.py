@@ -12,7 +12,10 @@ import pytest
 import yaml
 
 from facedag.media import probe, run_ffmpeg
+from facedag.records import atomic_write_json
+from facedag.target_profile import not_applicable
 from tests.conftest import REPO, tool_env
+from tests.test_target_profile import planted as planted_target
 
 PARAMS = {
     "base": {"face_size": 64},
@@ -100,3 +103,35 @@ def test_trim_fails_in_one_line_when_no_clip_is_usable(tmp_path, faceless):
     assert proc.stderr.startswith("trim@src: error: no shot kept") and proc.stderr.strip().count("\n") == 0
     rejected = [json.loads(line) for line in (tmp_path / "data/trim/src/rejected.jsonl").read_text().splitlines()]
     assert {r["reason"] for r in rejected} == {"no_face", "empty_file"}
+
+
+def test_trim_weights_toward_the_target_and_reports_its_gaps(tmp_path, demo_sources):
+    make_download(tmp_path, [("demo/src.mp4", "a" * 64, demo_sources / "src.mp4")])
+    profile_dir = tmp_path / "data/profile/src"
+    profile_dir.mkdir(parents=True)
+    # another identity's profile: unweighted, and the log says why
+    atomic_write_json(profile_dir / "target.json", not_applicable("src", "dst").to_dict())
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "data/trim/src"
+    assert "trim@src: target: only convert.swap_to (dst) is curated toward the target" in proc.stdout
+    plain = pd.read_parquet(out / "selection.parquet")
+    assert json.loads((out / "metrics.json").read_text())["target_weighted"] is False
+
+    # the target: half frontal and lit like the demo's src (from the image left), half at yaw 35, which src never shows
+    light = {"luminance": 0.7, "asymmetry": 0.17}
+    profile = planted_target([(10, {"yaw": 0.0, "pitch": 0.0, **light}), (10, {"yaw": 35.0, "pitch": 0.0, **light})])
+    atomic_write_json(profile_dir / "target.json", profile.to_dict())
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr
+    weighted = pd.read_parquet(out / "selection.parquet")
+    # the shots of the target's lighting gain more per new cell than unweighted
+    assert weighted.loc[weighted["kept"], "gain"].sum() > plain.loc[plain["kept"], "gain"].sum()
+    report = json.loads((out / "target_gaps.json").read_text())
+    assert report["weighted"] is True and report["stage"] == "trim" and report["min_faces"] == 2
+    line = "the target has 50 % of its frames at yaw 26..43 deg; src has 0 sampled faces there"
+    assert line in report["lines"] and f"trim@src: target gap: {line}" in proc.stderr
+    assert not any("yaw 26..43 deg, pitch" in g for g in report["lines"])  # the yaw gap is not repeated per pitch
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["target_weighted"] is True and metrics["target_gaps"] == len(report["gaps"])
+    assert 0 < metrics["target_coverage"] <= 0.5 and metrics["target_coverage_in"] <= 0.5
