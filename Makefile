@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo run status test lint bench chromium
+.PHONY: venv demo run status test lint bench chaos chromium
 
 venv: $(VENV)/.installed
 
@@ -47,3 +47,8 @@ test: lint chromium
 
 bench: venv
 	$(PY) -m benchmarks.run
+
+# SIGKILL every stage at random moments (5 trials each), rerun, check nothing was lost:
+# benchmarks/chaos.json. Not in CI (about 15 minutes); tests/test_chaos.py is the CI version.
+chaos: venv
+	$(PY) -m benchmarks.chaos --trials 5

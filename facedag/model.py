@@ -155,6 +155,10 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+# params' `model: best | last` -> the weights' file stem in models/: best held-out score, or the last step
+WEIGHTS = {"best": "best", "last": "model"}
+
+
 def save_model(model: FaceSwapModel, cfg: ModelConfig, models_dir: str | os.PathLike[str],
                info: dict[str, Any], name: str = "model") -> None:
     """Write `models_dir`/<name>.safetensors and <name>.json atomically (weights first, record second).

@@ -91,6 +91,13 @@ class Trim(Section):
     score_threshold: float = Field(0.8, gt=0, lt=1, description="face detector score for a sample to count")
     min_face_size: float = Field(40, ge=8, description="smallest face (px) for a sample to count")
     crf: int = Field(18, ge=0, le=51, description="x264 quality of the cut clips")
+    target_weight: float = Field(
+        1.0, ge=0, description="extra weight of the target's poses and lighting in shot selection (convert.swap_to "
+        "only; 0 = off)",
+    )
+    target_gap_faces: int = Field(
+        2, ge=1, description="a region with >= 5 % of the target's frames is a gap with fewer kept samples than this"
+    )
 
 
 class Extract(Section):
@@ -107,6 +114,16 @@ class Extract(Section):
     batch: int = Field(8, ge=1, le=64, description="frames per detector batch")
     detect_max_side: int = Field(
         480, ge=64, description="long side frames are downscaled to for detection (a min_size face stays >= 30 px)"
+    )
+
+
+class Profile(Section):
+    """The profile@ID stage: the pose and lighting of the face convert will replace in the target,
+    so that trim and dedupe of convert.swap_to weight their selection toward it (facedag.target_profile)."""
+
+    fps: float = Field(4.0, gt=0, description="target frames sampled per second")
+    max_samples: int = Field(
+        2000, ge=1, description="at most this many sampled frames: a long target is sampled more sparsely"
     )
 
 
@@ -130,6 +147,13 @@ class Dedupe(Section):
         description="fraction of faces held out to score training: whole shots (trim's scenes), chosen by base.seed",
     )
     holdout_max_faces: int = Field(200, ge=1, description="held-out faces kept per identity, balanced like max_faces")
+    target_weight: float = Field(
+        1.0, ge=0, description="extra weight of the target's poses and lighting in the balance (convert.swap_to "
+        "only; 0 = off)",
+    )
+    target_gap_faces: int = Field(
+        10, ge=1, description="a region with >= 5 % of the target's frames is a gap with fewer training faces than this"
+    )
 
 
 class Train(Section):
@@ -175,6 +199,9 @@ class Convert(Section):
     """The convert stage: find the `replace` face in the target, paint it with `swap_to`'s decoder."""
 
     swap_to: str = Field("src", min_length=1, description="identity whose decoder paints the face")
+    model: Literal["best", "last"] = Field(
+        "best", description="weights: best held-out score (models/best.safetensors) or the last (model.safetensors)"
+    )
     replace: str = Field("dst", min_length=1, description="identity in the target (names and records only)")
     score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to swap a face")
     min_size: int = Field(40, ge=8, description="smallest face swapped: sqrt(box width x height) in frame px")
@@ -189,6 +216,15 @@ class Convert(Section):
     smooth_min_cutoff: float = Field(0.5, gt=0, description="One Euro min cutoff (Hz): lower = steadier, more lag")
     smooth_beta: float = Field(10.0, ge=0, description="One Euro speed coefficient (per face width/s): less lag")
     codec: Literal["ffv1", "x264rgb"] = Field("ffv1", description="lossless intermediate: FFV1 or x264rgb -qp 0")
+
+
+class Evaluate(Section):
+    """The evaluate_model and evaluate_video stages (facedag.evaluate)."""
+
+    model: Literal["best", "last"] = Field(
+        "best", description="weights scored on held-out faces: best (models/best.safetensors) or last (model.*)"
+    )
+    batch: int = Field(8, ge=1, le=64, description="frames per detector batch when scoring the converted video")
 
 
 class C2pa(Section):
@@ -234,6 +270,7 @@ class Params(BaseModel):
     identities: dict[str, Identity] = Field(min_length=1)
     target: Target
     download: Download = Download()
+    profile: Profile = Profile()
     trim: Trim = Trim()
     extract: Extract = Extract()
     align: Align = Align()
@@ -241,6 +278,7 @@ class Params(BaseModel):
     train: Train = Train()
     convert: Convert = Convert()
     render: Render = Render()
+    evaluate: Evaluate = Evaluate()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -8,6 +8,7 @@ fsync, then `os.replace`), and so that every unusable item is recorded the same 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -53,7 +54,9 @@ def _fsync_dir(path: Path) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success fsync it and move it into place.
 
-    On an exception the temp file is removed and `path` keeps its previous content.
+    On an exception the temp file is removed and `path` keeps its previous content. A full
+    disk (ENOSPC, EDQUOT) becomes StageFailed "no space left on device while writing <path>":
+    one clear line, and the previous outputs intact.
     The temp name keeps the suffix, so tools that pick a format by extension (ffmpeg,
     pyarrow, matplotlib) behave as for the final name.
     """
@@ -68,6 +71,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StageFailed(f"no space left on device while writing {final}") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

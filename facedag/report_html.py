@@ -427,6 +427,47 @@ def _coverage(rep: Report, name: str) -> str:
     return _img(rep.images.add_file(path, max_width=1100), f"trim coverage of {name}", "wide")
 
 
+def _target_gaps(rep: Report, name: str) -> str:
+    """What of the target's poses and lighting this identity's faces cover (trim, then dedupe)."""
+    parts = []
+    for stage in ("trim", "dedupe"):
+        path = rep.root / "data" / stage / name / "target_gaps.json"
+        data = _read_json(path)
+        if data is None:
+            parts.append(_note(f"missing {rep.rel(path)}: run {stage}@{name}"))
+            continue
+        if data.get("note") and not data.get("lines"):
+            parts.append(f"<p>{esc(stage)}: {esc(data['note'])}</p>")
+            continue
+        cover = "n/a" if data.get("coverage") is None else f"{100 * data['coverage']:.0f} %"
+        lines = "".join(f"<li>{esc(line)}</li>" for line in data.get("lines") or []) or "<li>no gaps</li>"
+        parts.append(f"<p>{esc(stage)}: the target's frames whose pose this set covers: {esc(cover)}</p>"
+                     f"<ul>{lines}</ul>")  # fmt: skip
+    return "".join(parts)
+
+
+def _quality(rep: Report) -> str:
+    """evaluate_model's held-out reconstruction and evaluate_video's figures, with their goals."""
+    parts = []
+    model = _read_json(rep.root / "data" / "evaluate" / "model" / "metrics.json")
+    if model is None:
+        parts.append(_note("missing data/evaluate/model/metrics.json: run evaluate_model"))
+    else:
+        rows = [(name, _fmt(m.get("ssim")), _fmt(m.get("psnr")), _fmt(m.get("l1")), m.get("faces"))
+                for name, m in model.items() if isinstance(m, dict)]  # fmt: skip
+        parts.append(_table(["identity", "held-out SSIM", "PSNR (dB)", "L1", "faces"], rows))
+    video = _read_json(rep.root / "data" / "evaluate" / "video" / "metrics.json")
+    if video is None:
+        parts.append(_note("missing data/evaluate/video/metrics.json: run evaluate_video"))
+    else:
+        goals = video.get("goals") or {}
+        rows = [(key, _fmt(video.get(key)), (goals.get(key) or {}).get("goal", ""),
+                 {True: "met", False: "not met"}.get((goals.get(key) or {}).get("met"), ""))
+                for key in ("flicker", "seam", "colour_gap", "landmark_error", "detect_rate")]  # fmt: skip
+        parts.append(_table(["converted video", "value", "goal", ""], rows))
+    return "".join(parts)
+
+
 def _curves(rep: Report) -> str:
     import pandas as pd
 
@@ -629,10 +670,13 @@ def build_page(root: Path, identities: Sequence[str], target: str | None, images
                     lambda n=name: _rejected(rep, n))
         rep.section("stage-rejections", f"{name}: rejections by stage", lambda n=name: _stage_rejections(rep, n))
         rep.section("trim-coverage", f"{name}: trim coverage", lambda n=name: _coverage(rep, n))
+        rep.section("target-gaps", f"{name}: the target's poses and lighting it covers",
+                    lambda n=name: _target_gaps(rep, n))
     rep.heading("Training", "training")
     rep.section("curves", "Loss and held-out SSIM", lambda: _curves(rep))
     rep.section("timelapse", "Preview timelapse", lambda: _previews(rep))
     rep.heading("Output", "output")
+    rep.section("quality", "Quality in numbers", lambda: _quality(rep))
     rep.section("before-after", "Before and after", lambda: _before_after(rep, target))
     rep.section("provenance", "Provenance record", lambda: _provenance(rep))
 
@@ -657,6 +701,10 @@ def write_report(root: str | os.PathLike[str], out: str | os.PathLike[str], iden
     """
     root, out = Path(root).resolve(), Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # what a killed build left (its staging and swapped-out folders): DVC's lock means no other
+    # build is running, so they are litter
+    for litter in [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]:
+        shutil.rmtree(litter, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         staging.chmod(0o755)

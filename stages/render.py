@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from facedag.model import WEIGHTS
 from facedag.params import Params
 from facedag.provenance import build_record, params_sha256, source_clips
 from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, sha256_file, write_metrics
@@ -31,9 +32,14 @@ from facedag.stagekit import fresh_dir, stage_main
 
 STAGE = "render"
 FRAMES = Path("data") / "convert" / "frames.mkv"
-MODEL = Path("models") / "model.safetensors"
+MODELS = Path("models")
 DOWNLOAD = Path("data") / "download"
 OUT = Path("data") / STAGE
+
+
+def model_path(params: Params) -> Path:
+    """The weights convert painted with (`convert.model`), which the record names by sha256."""
+    return MODELS / f"{WEIGHTS[params.convert.model]}.safetensors"
 
 
 def sign(params: Params, video: Path, mark_id: str) -> dict[str, Any]:
@@ -44,6 +50,7 @@ def sign(params: Params, video: Path, mark_id: str) -> dict[str, Any]:
     to the invisible watermark and to output.json.
     """
     c2pa = params.render.c2pa
+    model = model_path(params)
     if c2pa.cert is None or c2pa.key is None:
         return {"signed": False, "reason": "render.c2pa.cert and render.c2pa.key are not set"}
     from facedag.c2pa_sign import SigningConfig, sign_video
@@ -57,7 +64,7 @@ def sign(params: Params, video: Path, mark_id: str) -> dict[str, Any]:
     summary = {"description": f"AI-generated face swap (facedag): {params.convert.swap_to!r} in place of "
                               f"{params.convert.replace!r}", "watermark": {"mark_id": mark_id},
                "params_sha256": params_sha256(params),
-               "model": {"sha256": sha256_file(MODEL) if MODEL.is_file() else None}}  # fmt: skip
+               "model": {"sha256": sha256_file(model) if model.is_file() else None}}  # fmt: skip
     signed = video.with_name(f"{video.stem}.signed{video.suffix}")
     try:
         result = sign_video(video, signed, SigningConfig(cert=Path(c2pa.cert), key=Path(c2pa.key), alg=c2pa.alg,
@@ -85,7 +92,8 @@ def run(params: Params) -> None:
     except Rejected as exc:
         raise StageFailed(f"{exc.reason}: {exc.message}") from None
     try:
-        record = build_record(params, output=video, target=params.target.uri, model=MODEL, render_info=info)
+        record = build_record(params, output=video, target=params.target.uri, model=model_path(params),
+                              render_info=info)  # fmt: skip
     except ValueError as exc:
         raise StageFailed(str(exc)) from None
     atomic_write_json(out / "output.json", record)

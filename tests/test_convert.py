@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facedag.convert import convert_video, frame_rate
+from facedag.convert import convert_video, decode_mask, frame_rate
 from facedag.media import cut_clip, ffmpeg_exe, ffmpeg_input, iter_frames, probe
 from facedag.params import Convert
 
@@ -80,6 +80,14 @@ def test_convert_swaps_inside_the_mask_only_and_passes_faceless_frames(target, t
     swapped = table[table["swapped"]]
     assert swapped["score"].min() > 0.8 and swapped["bbox"].notna().all()
     assert table[~table["swapped"]]["score"].isna().all()
+    # the stored blend mask is the alpha that was pasted (8 bits), and none where nothing was
+    for row, r in zip(table.itertuples(), results, strict=True):
+        mask = decode_mask(None if row.mask_box is None else list(row.mask_box), row.mask, 480, 640)
+        if not r.swapped:
+            assert mask is None
+            continue
+        assert np.abs(mask.astype(np.float32) / 255.0 - r.alpha).max() <= 0.5 / 255 + 1e-6
+        assert int((mask > 0).sum()) <= r.mask_area
     assert stats.metrics()["frames_swapped"] == int(table["swapped"].sum())
 
 

@@ -7,7 +7,9 @@ import pytest
 from flows.dvc_graph import load_stages, ordered_steps, with_upstream
 from tests.conftest import REPO
 
-STEPS = ["download", "trim", "extract", "align", "dedupe", "train", "convert", "render", "report"]
+STEPS = ["download", "profile", "trim", "extract", "align", "dedupe", "train", "evaluate_model", "convert",
+         "evaluate_video", "render", "report"]
+PER_ID = ["download", "profile", "trim", "extract", "align", "dedupe"]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def stages():
 
 def test_all_steps_are_declared_per_identity(stages):
     assert {s.step for s in stages.values()} == set(STEPS)
-    for step in STEPS[:5]:
+    for step in PER_ID:
         assert {f"{step}@src", f"{step}@dst"} <= set(stages)
 
 
@@ -28,8 +30,9 @@ def test_steps_run_in_dag_order_and_ids_side_by_side(stages):
 
 
 def test_upstream_closure_follows_dvc_edges(stages):
-    assert with_upstream(stages, ["extract@src"]) == {"download@src", "trim@src", "extract@src"}
-    assert with_upstream(stages, ["trim"]) == {"download@src", "download@dst", "trim@src", "trim@dst"}
+    assert with_upstream(stages, ["extract@src"]) == {"download@src", "profile@src", "trim@src", "extract@src"}
+    assert with_upstream(stages, ["trim"]) == {"download@src", "download@dst", "profile@src", "profile@dst",
+                                               "trim@src", "trim@dst"}
     with pytest.raises(KeyError, match="no stage or step named"):
         with_upstream(stages, ["nope"])
 

@@ -23,8 +23,9 @@ from flows.pipeline import pipeline
 from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 
 pytestmark = pytest.mark.slow
-DATA_STAGES = [f"{step}@{i}" for step in ("download", "trim", "extract", "align", "dedupe") for i in ("src", "dst")]
-ALL_STAGES = [*DATA_STAGES, "train", "convert", "render", "report"]
+DATA_STAGES = [f"{step}@{i}" for step in ("download", "profile", "trim", "extract", "align", "dedupe")
+               for i in ("src", "dst")]  # fmt: skip
+ALL_STAGES = [*DATA_STAGES, "train", "evaluate_model", "convert", "evaluate_video", "render", "report"]
 
 
 def _latest_artifact(key: str) -> dict:
@@ -83,7 +84,7 @@ def _check_render(root) -> None:
     assert record["target"]["sha256"] == sha256_file(target)
     for ident in ("src", "dst"):
         assert [s["source_sha256"] for s in record["sources"][ident]] == [sha256_file(root / f"data/demo/{ident}.mp4")]
-    assert record["model"]["sha256"] == sha256_file(root / "models/model.safetensors")
+    assert record["model"]["sha256"] == sha256_file(root / "models/best.safetensors")
     assert record["consent"]["src"]["basis"] == "licence" and record["consent"]["target"]
 
 
@@ -100,6 +101,13 @@ def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, dem
         assert extract["faces"] > 0 and extract["frames_with_face"] <= extract["frames_sampled"]
     assert (root / "models/previews/latest.png").exists()
     _check_render(root)
+    model_scores = json.loads((root / "data/evaluate/model/metrics.json").read_text())
+    for ident in ("src", "dst"):  # tiny params may leave one shot, then nothing is held out (and it says so)
+        scores = model_scores[ident]
+        assert scores["faces"] == 0 or 0 < scores["ssim"] < 1, scores
+    video = json.loads((root / "data/evaluate/video/metrics.json").read_text())
+    assert video["frames_swapped"] > 0 and video["flicker"] > 0 and video["colour_gap"] is not None
+    assert 0 < video["detect_rate"] <= 1 and set(video["goals"]) == {"flicker", "seam", "colour_gap"}
     table = _latest_artifact("facedag-stages")  # read back from the Prefect API
     assert _by_stage(_rows(table["data"])) == first
     results = _latest_artifact("facedag-results")["data"]
@@ -126,6 +134,7 @@ def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, dem
 
     fourth = _by_stage(pipeline(root=str(root)))
     assert sorted(s for s in DATA_STAGES if fourth[s] == "ran") == ["dedupe@dst", "dedupe@src"]
+    assert fourth["evaluate_model"] == "ran"
     assert fourth["train"] == "ran"  # its data changed
     assert len(pd.read_parquet(root / "data/dedupe/src/dataset.parquet")) <= 5
 

@@ -60,7 +60,7 @@ def test_render_keeps_frames_duration_audio_and_the_unmasked_pixels(converted, t
         ys, xs = np.nonzero(~outside)
         if ys.size:
             far[max(0, ys.min() - 4) : ys.max() + 5, max(0, xs.min() - 4) : xs.max() + 5] = False
-        assert diff[far & outside].mean() < 2.0  # codec tolerance
+        assert diff[far & outside].mean() < 3.0  # codec tolerance, plus the invisible mark (1-3 levels)
         inside = alpha > 0.9
         if inside.any():
             assert diff[inside].mean() > 40
@@ -155,7 +155,9 @@ def test_stages_with_a_real_model(demo_sources, tmp_path):
     _write_project(root, target, demo_sources, label=False)
     torch.manual_seed(0)
     cfg = ModelConfig(face_size=64, encoder_width=8, decoder_width=8, bottleneck=32, identities=("src", "dst"))
-    save_model(FaceSwapModel(cfg), cfg, root / "models", {"step": 0})
+    model = FaceSwapModel(cfg)
+    save_model(model, cfg, root / "models", {"step": 0})
+    save_model(model, cfg, root / "models", {"step": 0}, name="best")  # what convert paints with by default
 
     conv = _stage("convert", root)
     assert conv.returncode == 0, conv.stderr
@@ -172,7 +174,7 @@ def test_stages_with_a_real_model(demo_sources, tmp_path):
     assert record["synthetic"] is True
     assert record["output"]["sha256"] == sha256_file(out)
     assert record["target"]["sha256"] == sha256_file(target)
-    assert record["model"]["sha256"] == sha256_file(root / "models/model.safetensors")
+    assert record["model"]["sha256"] == sha256_file(root / "models/best.safetensors")
     assert record["model"]["config"]["face_size"] == 64
     assert record["sources"]["src"][0]["sha256"] == sha256_file(demo_sources / "src.mp4")
     assert record["sources"]["dst"][0]["sha256"] == sha256_file(demo_sources / "dst.mp4")

@@ -24,15 +24,15 @@ import yaml
 from PIL import Image
 
 from facedag import report_html
-from facedag.demo import RECIPES
+from facedag.demo import RECIPES, write_evidence
 from facedag.demo import build as build_clip
 from facedag.report_html import write_report
 from tests.conftest import TINY, VENV_BIN, deep_update, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 IDS = ["src", "dst"]
-PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage"]
-GLOBAL = ["summary", "curves", "timelapse", "before-after", "provenance"]
+PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps"]
+GLOBAL = ["summary", "curves", "timelapse", "quality", "before-after", "provenance"]
 
 # The stage as proposed for dvc.yaml (added to the temp project's dvc.yaml until the real one has it).
 REPORT_STAGE = """
@@ -87,6 +87,7 @@ def build_report_project(factory: pytest.TempPathFactory) -> Path:
         demo = factory.mktemp("report-demo")
         for recipe in RECIPES:
             build_clip(dataclasses.replace(recipe, seconds=3.0), demo)
+        write_evidence(demo)  # the consent records' evidence
         root = make_project(factory.mktemp("report") / "proj", demo,
                             deep_update(copy.deepcopy(TINY), {"dedupe": {"max_faces": 5}}))
         dvc_yaml = root / "dvc.yaml"
@@ -156,7 +157,7 @@ def test_stage_builds_the_report_of_a_real_run(project: Path) -> None:
     report = project / "data" / "report"
     page = parse(report / "index.html")
     keys = [key for key, _, _ in page.sections]
-    assert keys == ["summary", *PER_IDENTITY * len(IDS), "curves", "timelapse", "before-after", "provenance"]
+    assert keys == ["summary", *PER_IDENTITY * len(IDS), *GLOBAL[1:]]
     by_key: dict[str, list[tuple[list[str], list[str]]]] = {}
     for key, srcs, notes in page.sections:
         by_key.setdefault(key, []).append((srcs, notes))
@@ -254,7 +255,7 @@ def test_partial_run_gives_notes_not_a_crash(project: Path, tmp_path: Path) -> N
     empty.mkdir()
     index = write_report(empty, tmp_path / "r1", IDS, "data/demo/target.mp4")
     page = parse(index)
-    assert [k for k, _, _ in page.sections][-4:] == ["curves", "timelapse", "before-after", "provenance"]
+    assert [k for k, _, _ in page.sections][-5:] == GLOBAL[1:]
     assert not any(srcs for _, srcs, _ in page.sections)
     for key, _, notes in page.sections:
         if key != "summary":

@@ -1,0 +1,171 @@
+"""A small `dvc exp` sweep of convert's knobs on real footage, scored by evaluate_video.
+
+    python -m benchmarks.sweep setup [--workdir DIR] [--train-minutes 25]
+    python -m benchmarks.sweep run [--workdir DIR] [--out benchmarks/sweep.json]
+
+`setup` builds a throwaway DVC project (this code): `src` is the demo's astronaut clip
+(public domain), `dst` and the target are ../shared/samples/video_02.mp4 (CC BY 2.0: hikers
+walking toward the camera, moving light), and trains a 128 px model for `--train-minutes`
+on this machine (the longest CPU run that fits; the figures name the device), then commits
+the project so experiments can branch from it.
+
+`run` refreshes the project's copy of the convert and evaluate code, then runs one
+`dvc exp run -S ... evaluate_video` per setting, changing one knob at a time from the
+defaults: the colour mode, mask erosion, mask feather and temporal smoothing. DVC reuses the
+trained model (train's deps and params do not change) and reruns convert and evaluate_video.
+Writes `benchmarks/sweep.json` (atomically) and prints the table the README shows.
+Needs ../shared/samples; not in CI (about a minute per setting on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import SAMPLES, device_name
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+WORKDIR = Path("/tmp/facedag-sweep")
+CODE = ("facedag", "stages", "flows")
+# one knob at a time from the defaults (params.yaml's convert section)
+SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("defaults", {}),
+    ("colour avg", {"convert.colour": "avg"}),
+    ("colour hist", {"convert.colour": "hist"}),
+    ("colour none", {"convert.colour": "none"}),
+    ("erode 0", {"convert.mask_erode": 0.0}),
+    ("erode 0.05", {"convert.mask_erode": 0.05}),
+    ("feather 0.02", {"convert.mask_feather": 0.02}),
+    ("feather 0.12", {"convert.mask_feather": 0.12}),
+    ("smoothing off", {"convert.smooth_min_cutoff": 50.0, "convert.smooth_beta": 0.0}),
+    ("smoothing strong", {"convert.smooth_min_cutoff": 0.1}),
+]
+COLUMNS = ["flicker", "seam", "colour_gap", "landmark_error", "detect_rate"]
+
+
+def _run(cwd: Path, *cmd: str, timeout: float = 7200) -> str:
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(cwd.parent), "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1",
+           "GIT_AUTHOR_NAME": "sweep", "GIT_AUTHOR_EMAIL": "sweep@localhost", "GIT_COMMITTER_NAME": "sweep",
+           "GIT_COMMITTER_EMAIL": "sweep@localhost"}  # fmt: skip
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep: `{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _copy_code(root: Path) -> None:
+    for name in CODE:
+        shutil.rmtree(root / name, ignore_errors=True)
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
+
+
+def setup(workdir: Path, train_minutes: float) -> Path:
+    """The project on the samples, trained; returns its root."""
+    from facedag.demo import build_all
+    from facedag.records import sha256_file
+
+    sample = SAMPLES / "video_02.mp4"
+    if not sample.is_file():
+        raise SystemExit(f"sweep: {sample} is missing (../shared/samples)")
+    root = workdir / "project"
+    shutil.rmtree(workdir, ignore_errors=True)
+    root.mkdir(parents=True)
+    _copy_code(root)
+    for name in (".gitignore", ".dvcignore"):
+        shutil.copy2(REPO / name, root / name)
+    build_all(root / "data" / "demo")
+    notice = root / "consent" / "samples-NOTICE.md"
+    notice.parent.mkdir()
+    shutil.copy2(SAMPLES / "NOTICE.md", notice)
+    hikers = {"subject": "hikers in video_02.mp4 (Peter Stevens)", "basis": "licence",
+              "evidence": "consent/samples-NOTICE.md", "evidence_sha256": sha256_file(notice),
+              "scope": "facedag benchmarks"}  # fmt: skip
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["identities"]["dst"] = {"consent": hikers, "sources": [{"uri": str(sample), "licence": "CC-BY-2.0"}]}
+    params["target"] = {"uri": str(sample), "licence": "CC-BY-2.0", "consent": hikers}
+    params["train"].update(max_minutes=train_minutes, max_steps=1_000_000, encoder_width=32, decoder_width=32,
+                           bottleneck=256, batch_size=8, eval_every=100, checkpoint_every=200, preview_every=1000)
+    params["render"]["preset"] = "veryfast"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(root, "git", "init", "-q")
+    _run(root, str(VENV_BIN / "dvc"), "init", "-q")
+    started = time.monotonic()
+    print(_run(root, str(VENV_BIN / "dvc"), "repro", "evaluate_model")[-2000:], flush=True)
+    _run(root, "git", "add", "-A")
+    _run(root, "git", "commit", "-qm", "baseline")
+    print(f"sweep: trained and committed in {time.monotonic() - started:.0f} s: {root}", flush=True)
+    return root
+
+
+def sweep(workdir: Path, out: Path) -> dict[str, Any]:
+    """One experiment per setting; their evaluate_video metrics as a table."""
+    root = workdir / "project"
+    _copy_code(root)
+    # The code may have moved on since setup. The stages up to the trained model keep what they
+    # built (a sweep of convert's knobs must not retrain for 25 minutes); the stages after it rerun.
+    upstream = [f"{step}@{ident}" for step in ("download", "profile", "trim", "extract", "align", "dedupe")
+                for ident in ("src", "dst")] + ["train", "evaluate_model"]  # fmt: skip
+    _run(root, str(VENV_BIN / "dvc"), "commit", "--force", *upstream)
+    _run(root, "git", "add", "-A")
+    _run(root, "git", "commit", "-qm", "code", "--allow-empty")
+    rows = []
+    for name, changes in SETTINGS:
+        started = time.monotonic()
+        sets = [arg for key, value in changes.items() for arg in ("-S", f"{key}={value}")]
+        exp = "sweep-" + "".join(c if c.isalnum() else "-" for c in name)
+        # an experiment leaves its params in the workspace: start each from the committed defaults
+        _run(root, "git", "checkout", "--", "params.yaml")
+        _run(root, str(VENV_BIN / "dvc"), "exp", "run", "--force", "--name", exp, *sets, "evaluate_video")
+        metrics = json.loads((root / "data" / "evaluate" / "video" / "metrics.json").read_text())
+        rows.append({"setting": name, "params": changes, "seconds": round(time.monotonic() - started, 1),
+                     **{k: metrics.get(k) for k in COLUMNS}})  # fmt: skip
+        print(f"sweep: {name}: " + ", ".join(f"{k} {metrics.get(k)}" for k in COLUMNS), flush=True)
+    model = json.loads((root / "data" / "evaluate" / "model" / "metrics.json").read_text())
+    report = {"device": device_name(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "footage": "src: demo astronaut; dst and target: ../shared/samples/video_02.mp4",
+              "model": model, "rows": rows}  # fmt: skip
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)
+    print(table(rows))
+    return report
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The sweep as a markdown table."""
+    def cell(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| setting | " + " | ".join(COLUMNS) + " |", "| --- |" + " --- |" * len(COLUMNS)]
+    lines += [f"| {r['setting']} | " + " | ".join(cell(r[k]) for k in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=["setup", "run"])
+    parser.add_argument("--workdir", type=Path, default=WORKDIR)
+    parser.add_argument("--train-minutes", type=float, default=25.0)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "sweep.json")
+    args = parser.parse_args(argv)
+    if args.phase == "setup":
+        setup(args.workdir, args.train_minutes)
+    else:
+        sweep(args.workdir, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

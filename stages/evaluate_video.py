@@ -1,0 +1,93 @@
+"""evaluate_video: how good the converted video is, in numbers.
+
+    python -m stages.evaluate_video [--params params.yaml]
+
+Decodes the untouched target (`target.uri`) and convert's intermediate
+(`data/convert/frames.mkv`) side by side, one frame at a time, with the blend mask convert
+stored for each frame (`data/convert/frames.parquet`), and measures (facedag.evaluate,
+facedag.quality): the flicker ratio inside the mask against the target's own change, the
+seam at the mask's edge against the skin gradient just outside, the LAB colour gap between
+the swapped face and the skin ring around it, the landmark error of the output against the
+target (RetinaFace on both, convert's thresholds), and the share of swapped frames in which
+RetinaFace still finds a face. Writes, under `data/evaluate/video/` (each atomically):
+
+- `metrics.json`: the summary, with each goal (flicker <= 1.1, seam <= 0.10, colour gap
+  <= 2.3) and whether it is met;
+- `frames.parquet`: one row per frame (for the report and for finding bad stretches);
+- `plots/quality.json`: per-frame flicker and colour gap, for `dvc plots`.
+
+Fails with one line when convert's outputs are missing or do not match the target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from facedag.convert import decode_mask
+from facedag.detect import FaceDetector
+from facedag.evaluate import evaluate_video
+from facedag.media import iter_frames, probe
+from facedag.params import Params
+from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, write_metrics
+from facedag.stagekit import fresh_dir, stage_main
+
+STAGE = "evaluate_video"
+CONVERT = Path("data") / "convert"
+OUT = Path("data") / "evaluate" / "video"
+PLOTTED = ("flicker_output", "flicker_target", "colour_gap", "seam", "landmark_error")
+
+
+def _masks(table: Path, height: int, width: int):
+    """Each frame's blend mask from convert's table, streamed in row groups."""
+    reader = pq.ParquetFile(table)
+    for batch in reader.iter_batches(columns=["mask_box", "mask"], batch_size=256):
+        for box, data in zip(batch.column("mask_box").to_pylist(), batch.column("mask").to_pylist(), strict=True):
+            yield decode_mask(box, data, height, width)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(params: Params) -> None:
+    frames, table = CONVERT / "frames.mkv", CONVERT / "frames.parquet"
+    for path in (frames, table):
+        if not path.is_file():
+            raise StageFailed(f"{path} not found: run convert first")
+    if "mask" not in pq.read_schema(table).names:
+        raise StageFailed(f"{table} has no blend masks (written by an older convert): rerun convert")
+    try:
+        info = probe(frames)
+    except Rejected as exc:
+        raise StageFailed(f"{frames}: {exc.reason}: {exc.message}") from None
+    cv = params.convert
+    detector = FaceDetector(score_threshold=cv.score_threshold, min_size=cv.min_size, max_side=cv.detect_max_side)
+    timeout = 600.0 + 2.0 * info.frames
+    try:
+        summary, rows = evaluate_video(
+            (f.image for f in iter_frames(params.target.uri, timeout=timeout)),
+            (f.image for f in iter_frames(frames, timeout=timeout)),
+            _masks(table, info.height, info.width), detector, batch=params.evaluate.batch,
+        )  # fmt: skip
+    except ValueError as exc:  # zip(strict=True): the three do not have the same frame count
+        raise StageFailed(f"{frames} does not match {params.target.uri} frame for frame: {exc}"[:300]) from None
+    except Rejected as exc:
+        raise StageFailed(f"{exc.reason}: {exc.message}") from None
+    out = fresh_dir(OUT)
+    with atomic_path(out / "frames.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    atomic_write_json(out / "plots" / "quality.json",
+                      [{"frame": r["frame"], **{k: r.get(k) for k in PLOTTED}} for r in rows])  # fmt: skip
+    write_metrics(out, summary)
+    goals = ", ".join(f"{k} {_fmt(summary.get(k))} ({'met' if g['met'] else 'not met'}: {g['goal']})"
+                      for k, g in summary["goals"].items())  # fmt: skip
+    print(f"[{STAGE}] {summary['frames_swapped']} of {summary['frames']} frames swapped; {goals}; "
+          f"detect rate {_fmt(summary.get('detect_rate'))}, landmark error {_fmt(summary.get('landmark_error'))}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    stage_main(STAGE, run)
