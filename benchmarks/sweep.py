@@ -127,7 +127,7 @@ def sweep(workdir: Path, out: Path) -> dict[str, Any]:
         exp = "sweep-" + "".join(c if c.isalnum() else "-" for c in name)
         # an experiment leaves its params in the workspace: start each from the committed defaults
         _run(root, "git", "checkout", "--", "params.yaml")
-        _run(root, str(VENV_BIN / "dvc"), "exp", "run", "--force", "--name", exp, *sets, "evaluate_video")
+        _run(root, str(VENV_BIN / "dvc"), "exp", "run", "--name", exp, *sets, "evaluate_video")
         metrics = json.loads((root / "data" / "evaluate" / "video" / "metrics.json").read_text())
         rows.append({"setting": name, "params": changes, "seconds": round(time.monotonic() - started, 1),
                      **{k: metrics.get(k) for k in COLUMNS}})  # fmt: skip

@@ -212,7 +212,9 @@ class Convert(Section):
     batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
     mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
     mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
-    colour: Literal["rct", "avg", "hist", "none"] = Field("rct", description="colour matching to the target face")
+    colour: Literal["rct", "avg", "hist", "none"] = Field(
+        "avg", description="colour matching to the target face (avg: best flicker, seam and colour gap in the sweep)"
+    )
     smooth_min_cutoff: float = Field(0.5, gt=0, description="One Euro min cutoff (Hz): lower = steadier, more lag")
     smooth_beta: float = Field(10.0, ge=0, description="One Euro speed coefficient (per face width/s): less lag")
     codec: Literal["ffv1", "x264rgb"] = Field("ffv1", description="lossless intermediate: FFV1 or x264rgb -qp 0")
