@@ -59,6 +59,7 @@ from typing import Any
 
 from benchmarks.common import device_name
 from facedag.records import atomic_write_json, sha256_file
+from flows.dvc_graph import repair_rwlock
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "chaos.json"
@@ -296,6 +297,9 @@ def trial(root: Path, stage: str, delay: float, reference: dict[str, str]) -> di
             shutil.rmtree(root / persist, ignore_errors=True)
     killed, ran = killed_run(root, stage, delay)
     half = invalid_files(root, outs)
+    # what facedag's flow does before every stage: a dvc killed while rewriting its lock
+    # registry leaves it half written, and every dvc command would fail on it
+    lock_repaired = repair_rwlock(root)
     rerun = dvc(root, "repro", "--single-item", "--force", stage)
     log = rerun.stdout + rerun.stderr
     how = "resumed" if RESUMED.search(log) else "restarted"
@@ -306,7 +310,7 @@ def trial(root: Path, stage: str, delay: float, reference: dict[str, str]) -> di
         "kill_at_s": round(delay, 2), "killed": killed, "ran_s": round(ran, 2), "rerun_ok": rerun.returncode == 0,
         "how": how, "half_files": half, "invalid": invalid, "temp_files": temp_files(root, outs),
         "status_clean": status_clean(root, stage), "equal": rerun.returncode == 0 and not differs,
-        "differs": differs,
+        "differs": differs, "dvc_rwlock_repaired": lock_repaired,
     }  # fmt: skip
     if rerun.returncode != 0:
         result["rerun_log"] = log[-1500:]
@@ -360,6 +364,7 @@ def run_chaos(trials: int, stages: list[str] | None, seed: int, out: Path, workd
             "status_clean": sum(r["status_clean"] for r in rows),
             "half_files_found": sum(len(r["half_files"]) for r in rows),
             "temp_files_left": sum(len(r["temp_files"]) for r in rows),
+            "dvc_rwlock_repaired": sum(r["dvc_rwlock_repaired"] for r in rows),
             "seconds": round(time.monotonic() - started, 1),
             "reference_seconds": durations[stage],
             "runs": rows,

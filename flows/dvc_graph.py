@@ -5,6 +5,7 @@ The flow and `facedag status` both go through here, so neither keeps its own cop
 
 from __future__ import annotations
 
+import json
 from contextlib import chdir
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,27 @@ from dvc.repo import Repo
 # yet, so DVC knows no edge between them).
 STEP_ORDER = ["download", "profile", "trim", "extract", "align", "dedupe", "train", "evaluate_model", "convert",
               "evaluate_video", "render"]
+
+
+def repair_rwlock(root: str | Path) -> bool:
+    """Remove `.dvc/tmp/rwlock` when it is not valid JSON; True when it was removed.
+
+    DVC rewrites that file in place (no temp file and rename), so a dvc killed while writing it
+    (SIGKILL, the OOM killer) leaves half a JSON document, and every later dvc command in the
+    project then fails. The file only lists the running dvc processes' locks: a corrupt one
+    guards nothing, and DVC recreates it. Found by `make chaos`.
+    """
+    path = Path(root) / ".dvc" / "tmp" / "rwlock"
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    try:
+        json.loads(text or "{}")
+        return False
+    except ValueError:
+        path.unlink(missing_ok=True)
+        return True
 
 
 @dataclass(frozen=True)

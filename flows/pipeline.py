@@ -26,7 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import StageInfo, load_stages, ordered_steps, with_upstream
+from flows.dvc_graph import StageInfo, load_stages, ordered_steps, repair_rwlock, with_upstream
 
 _RAN = re.compile(r"^Running stage '")
 # What a person opens after a run, when it exists (globs, relative to the project root).
@@ -99,6 +99,8 @@ def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
     if info.frozen:
         logger.info("%s is frozen in dvc.yaml: not built yet, skipped", info.name)
         return {"stage": info.name, "status": "not built yet", "seconds": 0.0, "counts": "", "rejected": None}
+    if repair_rwlock(root):
+        logger.warning("removed a corrupt .dvc/tmp/rwlock (left by a dvc that was killed while writing it)")
     dvc = str(Path(sys.executable).parent / "dvc")
     cmd = [dvc, "repro", "--single-item", *(("--pull",) if sync else ()), *extra_args, info.name]
     progress_id = None

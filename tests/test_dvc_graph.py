@@ -44,3 +44,16 @@ def test_model_stages_follow_the_data_and_each_other(stages):
     assert {"convert", "train"} <= set(stages["render"].upstream)
     assert {"render", "convert", "train", "dedupe@src", "align@dst", "trim@src"} <= set(stages["report"].upstream)
     assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)
+
+
+def test_a_half_written_dvc_rwlock_is_removed(tmp_path) -> None:
+    """DVC rewrites .dvc/tmp/rwlock in place: a dvc killed mid-write leaves half a JSON document."""
+    from flows.dvc_graph import repair_rwlock
+
+    lock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    assert repair_rwlock(tmp_path) is False  # none there
+    lock.parent.mkdir(parents=True)
+    lock.write_text('{"read": {}, "write": {}}')
+    assert repair_rwlock(tmp_path) is False and lock.exists()  # a whole one stays
+    lock.write_text('{"read": {"/p/data": [{"pid": 1, "cmd": "dvc rep')
+    assert repair_rwlock(tmp_path) is True and not lock.exists()
