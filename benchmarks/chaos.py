@@ -59,7 +59,7 @@ from typing import Any
 
 from benchmarks.common import device_name
 from facedag.records import atomic_write_json, sha256_file
-from flows.dvc_graph import repair_rwlock
+from flows.dvc_graph import repair_dvc_state
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "chaos.json"
@@ -295,11 +295,12 @@ def trial(root: Path, stage: str, delay: float, reference: dict[str, str]) -> di
     if stage == "train":  # start from scratch, as the reference did
         for persist in PERSIST:
             shutil.rmtree(root / persist, ignore_errors=True)
+    repair_dvc_state(root)  # what facedag's flow does before each step: keeps a whole copy of dvc.lock
     killed, ran = killed_run(root, stage, delay)
     half = invalid_files(root, outs)
-    # what facedag's flow does before every stage: a dvc killed while rewriting its lock
-    # registry leaves it half written, and every dvc command would fail on it
-    lock_repaired = repair_rwlock(root)
+    # a dvc killed while rewriting dvc.lock or its lock registry leaves it half written, and
+    # every dvc command would fail on it: the flow repairs that before the next step
+    repairs = repair_dvc_state(root)
     rerun = dvc(root, "repro", "--single-item", "--force", stage)
     log = rerun.stdout + rerun.stderr
     how = "resumed" if RESUMED.search(log) else "restarted"
@@ -310,7 +311,7 @@ def trial(root: Path, stage: str, delay: float, reference: dict[str, str]) -> di
         "kill_at_s": round(delay, 2), "killed": killed, "ran_s": round(ran, 2), "rerun_ok": rerun.returncode == 0,
         "how": how, "half_files": half, "invalid": invalid, "temp_files": temp_files(root, outs),
         "status_clean": status_clean(root, stage), "equal": rerun.returncode == 0 and not differs,
-        "differs": differs, "dvc_rwlock_repaired": lock_repaired,
+        "differs": differs, "dvc_state_repaired": repairs,
     }  # fmt: skip
     if rerun.returncode != 0:
         result["rerun_log"] = log[-1500:]
@@ -364,7 +365,7 @@ def run_chaos(trials: int, stages: list[str] | None, seed: int, out: Path, workd
             "status_clean": sum(r["status_clean"] for r in rows),
             "half_files_found": sum(len(r["half_files"]) for r in rows),
             "temp_files_left": sum(len(r["temp_files"]) for r in rows),
-            "dvc_rwlock_repaired": sum(r["dvc_rwlock_repaired"] for r in rows),
+            "dvc_state_repaired": sum(bool(r["dvc_state_repaired"]) for r in rows),
             "seconds": round(time.monotonic() - started, 1),
             "reference_seconds": durations[stage],
             "runs": rows,

@@ -14,6 +14,8 @@ import networkx as nx
 import yaml
 from dvc.repo import Repo
 
+from facedag.records import atomic_write_bytes
+
 # The product's step order. DVC's graph decides what depends on what; this only breaks
 # ties between steps that DVC sees as unrelated (the frozen model stages have no outs
 # yet, so DVC knows no edge between them).
@@ -21,25 +23,59 @@ STEP_ORDER = ["download", "profile", "trim", "extract", "align", "dedupe", "trai
               "evaluate_video", "render"]
 
 
-def repair_rwlock(root: str | Path) -> bool:
-    """Remove `.dvc/tmp/rwlock` when it is not valid JSON; True when it was removed.
+LOCK_BACKUP = Path(".dvc") / "tmp" / "facedag-dvc.lock.good"
 
-    DVC rewrites that file in place (no temp file and rename), so a dvc killed while writing it
-    (SIGKILL, the OOM killer) leaves half a JSON document, and every later dvc command in the
-    project then fails. The file only lists the running dvc processes' locks: a corrupt one
-    guards nothing, and DVC recreates it. Found by `make chaos`.
+
+def _valid_lock(text: str) -> bool:
+    """Whether `text` is a dvc.lock DVC accepts (its own schema: a file cut short can still be YAML)."""
+    import voluptuous
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+
+    try:
+        COMPILED_LOCKFILE_SCHEMA(yaml.safe_load(text))
+    except (yaml.YAMLError, voluptuous.Invalid):
+        return False
+    return True
+
+
+def repair_dvc_state(root: str | Path) -> list[str]:
+    """Undo what a dvc killed mid-write leaves behind; one line per repair (empty: nothing to do).
+
+    DVC rewrites `.dvc/tmp/rwlock` and `dvc.lock` in place, with no temp file and rename, so a
+    dvc killed while writing one (SIGKILL, the OOM killer, a lost node) leaves half a document,
+    and every later dvc command in the project fails on it. `make chaos` found both.
+
+    - A corrupt rwlock is removed: it only lists the locks of running dvc processes, so a
+      corrupt one guards nothing, and DVC recreates it.
+    - A whole dvc.lock is copied to `.dvc/tmp/facedag-dvc.lock.good`; a corrupt one is replaced
+      by that copy. The copy misses at most the stage that was running when dvc was killed,
+      which DVC then simply runs again.
+
+    Call it only when no dvc runs in the project: the flow does, before each step.
     """
-    path = Path(root) / ".dvc" / "tmp" / "rwlock"
+    root = Path(root)
+    done = []
+    rwlock = root / ".dvc" / "tmp" / "rwlock"
     try:
-        text = path.read_text()
+        json.loads(rwlock.read_text() or "{}")
     except OSError:
-        return False
-    try:
-        json.loads(text or "{}")
-        return False
+        pass
     except ValueError:
-        path.unlink(missing_ok=True)
-        return True
+        rwlock.unlink(missing_ok=True)
+        done.append("removed a half-written .dvc/tmp/rwlock (left by a dvc killed while writing it)")
+    lock, backup = root / "dvc.lock", root / LOCK_BACKUP
+    try:
+        text = lock.read_text()
+    except OSError:
+        return done
+    if _valid_lock(text):
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(backup, text.encode())
+    elif backup.is_file():
+        atomic_write_bytes(lock, backup.read_bytes())
+        done.append("restored dvc.lock from its last whole copy (a dvc was killed while writing it); "
+                    "the stage it was writing will run again")  # fmt: skip
+    return done
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import StageInfo, load_stages, ordered_steps, repair_rwlock, with_upstream
+from flows.dvc_graph import StageInfo, load_stages, ordered_steps, repair_dvc_state, with_upstream
 
 _RAN = re.compile(r"^Running stage '")
 # What a person opens after a run, when it exists (globs, relative to the project root).
@@ -99,8 +99,6 @@ def run_stage(info: StageInfo, root: str, extra_args: tuple[str, ...] = (),
     if info.frozen:
         logger.info("%s is frozen in dvc.yaml: not built yet, skipped", info.name)
         return {"stage": info.name, "status": "not built yet", "seconds": 0.0, "counts": "", "rejected": None}
-    if repair_rwlock(root):
-        logger.warning("removed a corrupt .dvc/tmp/rwlock (left by a dvc that was killed while writing it)")
     dvc = str(Path(sys.executable).parent / "dvc")
     cmd = [dvc, "repro", "--single-item", *(("--pull",) if sync else ()), *extra_args, info.name]
     progress_id = None
@@ -177,6 +175,8 @@ def pipeline(root: str = ".", targets: list[str] | None = None) -> list[dict[str
             rows.extend({"stage": n, "status": "not run", "seconds": 0.0, "counts": "", "rejected": None}
                         for n in group)
             continue
+        for line in repair_dvc_state(root):  # between steps, when no dvc runs
+            logger.warning(line)
         futures = {name: run_stage.submit(stages[name], root, sync=sync) for name in group}
         for name, future in futures.items():
             try:

@@ -46,14 +46,27 @@ def test_model_stages_follow_the_data_and_each_other(stages):
     assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)
 
 
-def test_a_half_written_dvc_rwlock_is_removed(tmp_path) -> None:
-    """DVC rewrites .dvc/tmp/rwlock in place: a dvc killed mid-write leaves half a JSON document."""
-    from flows.dvc_graph import repair_rwlock
+def test_half_written_dvc_files_are_repaired(tmp_path) -> None:
+    """DVC rewrites .dvc/tmp/rwlock and dvc.lock in place: a dvc killed mid-write leaves half a file."""
+    from flows.dvc_graph import LOCK_BACKUP, repair_dvc_state
 
-    lock = tmp_path / ".dvc" / "tmp" / "rwlock"
-    assert repair_rwlock(tmp_path) is False  # none there
-    lock.parent.mkdir(parents=True)
-    lock.write_text('{"read": {}, "write": {}}')
-    assert repair_rwlock(tmp_path) is False and lock.exists()  # a whole one stays
-    lock.write_text('{"read": {"/p/data": [{"pid": 1, "cmd": "dvc rep')
-    assert repair_rwlock(tmp_path) is True and not lock.exists()
+    assert repair_dvc_state(tmp_path) == []  # nothing there
+    rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    rwlock.parent.mkdir(parents=True)
+    rwlock.write_text('{"read": {}, "write": {}}')
+    lock = tmp_path / "dvc.lock"
+    whole = "schema: '2.0'\nstages:\n  train:\n    cmd: python -m stages.train\n"
+    lock.write_text(whole)
+    assert repair_dvc_state(tmp_path) == [] and rwlock.exists()  # whole files stay; dvc.lock is copied
+    assert (tmp_path / LOCK_BACKUP).read_text() == whole
+
+    rwlock.write_text('{"read": {"/p/data": [{"pid": 1, "cmd": "dvc rep')
+    lock.write_text("schema: '2.0'\nstages:\n  train:\n    cmd: [python")  # cut inside a list: not YAML
+    repairs = repair_dvc_state(tmp_path)
+    assert len(repairs) == 2 and not rwlock.exists() and lock.read_text() == whole
+
+    lock.write_text("schema: '2.0'\nstages:\n  train:\n")  # cut short but still YAML: DVC's schema refuses it
+    assert repair_dvc_state(tmp_path) and lock.read_text() == whole
+
+    lock.write_text("")  # truncated to nothing
+    assert repair_dvc_state(tmp_path) and lock.read_text() == whole
