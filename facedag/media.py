@@ -432,6 +432,13 @@ def iter_frames(
         container.close()
 
 
+def work_timeout(duration: float) -> float:
+    """A time limit for decoding and working on a clip of `duration` seconds: ten minutes plus a
+    minute per second of video, far beyond what any stage needs per frame on a CPU, so it only
+    stops a decode that hangs."""
+    return 600.0 + 60.0 * max(0.0, float(duration))
+
+
 def decodes_cleanly(path: str | os.PathLike[str], timeout: float = 600.0) -> bool:
     """Whether every packet of the first video stream decodes without an error.
 

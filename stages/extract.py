@@ -124,7 +124,7 @@ def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: E
     ok = True
     with TableWriter(dst, FACES_SCHEMA) as writer:
         try:
-            frames = media.iter_frames(path, fps=ex.fps)
+            frames = media.iter_frames(path, fps=ex.fps, timeout=media.work_timeout(media.probe(path).duration))
             found = follow_faces(frames, detector, follower, ex.batch)
             for frame, chosen in progress(found, desc=f"extract {name}", unit="frame"):
                 frames_sampled += 1

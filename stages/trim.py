@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from facedag.coverage import summary, trim_grid
-from facedag.media import cut_clip, iter_frames, probe
+from facedag.media import cut_clip, iter_frames, probe, work_timeout
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.report import trim_coverage_figure
@@ -117,8 +117,8 @@ def run(params: Params, identity: str) -> None:
         seen.add(sha)
         try:
             info = probe(src)
-            scan = scan_clip(iter_frames(src), info.fps, p.scene_threshold, p.min_shot_seconds, p.sample_fps,
-                             analyze=sampler)
+            frames = iter_frames(src, timeout=work_timeout(info.duration))
+            scan = scan_clip(frames, info.fps, p.scene_threshold, p.min_shot_seconds, p.sample_fps, analyze=sampler)
         except Rejected as exc:
             rejected.add(item, exc.reason, exc.message)
             continue
