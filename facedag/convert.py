@@ -59,14 +59,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import av
 import cv2
@@ -76,7 +75,7 @@ import pyarrow as pa
 from facedag.align import align_face, aligned_matrix, transform_points
 from facedag.blend import face_mask, match_colour, paste
 from facedag.detect import FaceDetector, FaceFollower, follow_faces
-from facedag.media import Frame, ffmpeg_exe, ffmpeg_input, iter_frames, probe
+from facedag.media import EncoderPipe, Frame, ffmpeg_input, iter_frames, probe
 from facedag.params import Convert
 from facedag.progress import progress
 from facedag.records import Rejected
@@ -121,12 +120,9 @@ def frame_rate(path: str | os.PathLike[str]) -> Fraction:
 
 
 class VideoWriter:
-    """Frames (RGB uint8, all one size) piped as rawvideo into ffmpeg, encoded as they come.
-
-    `timeout` bounds the whole encode (checked at every frame and when closing); the process
-    is killed and Rejected("timeout") raised past it. ffmpeg's errors go to a temp file (a
-    pipe could fill and stall it) and its last line is raised as Rejected("ffmpeg_failed").
-    """
+    """Frames (RGB uint8, all one size) piped as rawvideo into ffmpeg, encoded as they come
+    (facedag.media.EncoderPipe: a time limit on the whole encode, ffmpeg's last error line
+    raised as Rejected("ffmpeg_failed"), Rejected("timeout") past the limit)."""
 
     def __init__(
         self,
@@ -140,58 +136,27 @@ class VideoWriter:
         if codec not in CODECS:
             raise ValueError(f"unknown intermediate codec {codec!r} (use one of {', '.join(CODECS)})")
         self.width, self.height = int(width), int(height)
-        self.frames = 0
-        self._deadline = time.monotonic() + timeout
-        self._timeout = timeout
-        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()/abort()
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
-            "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
-            *CODECS[codec], "-an", ffmpeg_input(path),
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
+                "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
+                *CODECS[codec], "-an", ffmpeg_input(path)]  # fmt: skip
+        self._pipe = EncoderPipe(args, timeout=timeout, what="encoding the intermediate")
 
-    def _error(self) -> Rejected:
-        self._log.seek(0)
-        lines = [ln for ln in self._log.read().decode(errors="replace").splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else f"exit status {self._proc.returncode}"
-        return Rejected("ffmpeg_failed", f"encoding the intermediate failed: {last[:300]}")
+    @property
+    def frames(self) -> int:
+        return self._pipe.frames
 
     def write(self, image: np.ndarray) -> None:
         if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
             raise ValueError(f"frame {image.shape} {image.dtype} is not ({self.height}, {self.width}, 3) uint8")
-        if time.monotonic() > self._deadline:
-            self.abort()
-            raise Rejected("timeout", f"encoding ran longer than {self._timeout:g} s")
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(np.ascontiguousarray(image).data)
-        except (BrokenPipeError, OSError):
-            self._proc.wait(timeout=30)
-            raise self._error() from None
-        self.frames += 1
+        self._pipe.write(np.ascontiguousarray(image).data)
 
     def close(self) -> None:
         """Finish the file; raise Rejected when ffmpeg failed or ran past the time limit."""
-        assert self._proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self._proc.stdin.close()
-        try:
-            code = self._proc.wait(timeout=max(1.0, self._deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.abort()
-            raise Rejected("timeout", f"encoding ran longer than {self._timeout:g} s") from None
-        if code != 0:
-            raise self._error()
-        self._log.close()
+        self._pipe.close()
 
     def abort(self) -> None:
         """Kill ffmpeg (on an error upstream): the partial file is the caller's to discard."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=30)
-        self._log.close()
+        self._pipe.abort()
 
 
 @dataclass
