@@ -185,6 +185,10 @@ class Train(Section):
         0, ge=0, description="evaluations without a held-out gain of more than min_delta before stopping; 0 = never"
     )
     min_delta: float = Field(0.0, ge=0, description="held-out score (mean SSIM) gain that counts as an improvement")
+    ema: float = Field(
+        0.999, ge=0, lt=1, description="decay of the weights' moving average that is scored, saved and converted "
+        "with (0 = the raw weights)"
+    )
     ssim_weight: float = Field(0.85, ge=0, description="weight of masked DSSIM ((1 - SSIM) / 2) in the loss")
     l1_weight: float = Field(0.15, ge=0, description="weight of masked L1 in the loss")
     eyes_mouth_weight: float = Field(3.0, ge=1, description="loss weight on eyes and mouth (face = 1, outside = 0)")

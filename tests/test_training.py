@@ -1,8 +1,8 @@
 """The training loop in-process on tiny real data (two demo portraits aligned a few ways):
 outputs, dvclive curves that continue across runs, raising max_steps continues the run, a data
 change starts fresh with the old checkpoints moved aside; the held-out split read from dedupe's
-files; the best checkpoint (planted scores, and a real run), early stopping on a plateau, and a
-resume that keeps a better best."""
+files; the best checkpoint (planted scores, and a real run), early stopping on a plateau, a
+resume that keeps a better best, and the weight average that is scored, saved and resumed."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from facedag.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from facedag.dataset import dataset_hash, dataset_path, holdout_path, load_dataset, write_portrait_dataset
 from facedag.demo import write_evidence
+from facedag.model import FaceSwapModel, ModelConfig
 from facedag.params import Params
 from facedag.records import StageFailed
-from facedag.training import BestTracker, train
+from facedag.training import BestTracker, WeightAverage, train
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = 32
@@ -206,3 +207,48 @@ def test_resume_keeps_a_better_best(tmp_path: Path, tiny_data: Path) -> None:
     assert any(line.startswith("warning:") and "best.safetensors is missing" in line for line in logs)
     assert r.best_step == 9 and torch.equal(load_file(str(models / "best.safetensors"))["decoders.src.rgb.bias"],
                                              load_file(str(models / "model.safetensors"))["decoders.src.rgb.bias"])
+
+
+def test_weight_average_warms_up_then_follows_the_decay() -> None:
+    cfg = ModelConfig(FACE, 4, 4, 8, ("src", "dst"))
+    trained = FaceSwapModel(cfg)
+    assert WeightAverage(trained, 0.0).model is trained  # ema 0: the raw weights, nothing copied
+    average = WeightAverage(trained, 0.99)
+    assert average.model is not trained and not any(p.requires_grad for p in average.model.parameters())
+    start = [p.detach().clone() for p in trained.parameters()]
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    average.update(trained, 1)  # warm-up: decay (1 + 1) / (10 + 1), not 0.99
+    for a, s0 in zip(average.model.parameters(), start, strict=True):
+        assert torch.allclose(a, s0 + 1.0 - 2 / 11, atol=1e-6)
+    average.update(trained, 10_000)  # past the warm-up: 0.99
+    for a, s0 in zip(average.model.parameters(), start, strict=True):
+        assert torch.allclose(a, s0 + 1.0 - 0.99 * 2 / 11, atol=1e-5)
+
+
+def test_the_average_is_saved_checkpointed_and_resumed(tmp_path: Path, tiny_data: Path) -> None:
+    root = tiny_project(tmp_path / "p", tiny_data, {"ema": 0.9, "deterministic": True})
+    logs: list[str] = []
+    train(load(root), root, logs.append)
+    models = root / "models"
+    state = load_checkpoint(list_checkpoints(models / "checkpoints")[0][1])
+    saved = load_file(str(models / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in state["ema"].items())  # the average is what is saved ...
+    assert not all(torch.equal(saved[k], v) for k, v in state["model"].items())  # ... not the raw weights
+    assert json.loads((models / "model.json").read_text())["info"]["ema"] == 0.9
+
+    # killed and resumed at step 3 == uninterrupted: the average goes on from the checkpoint's
+    partial = tiny_project(tmp_path / "q", tiny_data, {"ema": 0.9, "deterministic": True, "max_steps": 3})
+    train(load(partial), partial, logs.append)
+    train(with_train(load(partial), max_steps=6), partial, logs.append)
+    resumed = load_file(str(partial / "models" / "model.safetensors"))
+    assert all(torch.equal(resumed[k], v) for k, v in saved.items())
+
+    # a checkpoint without an average (ema 0) resumed with one: it starts from the weights, and says so
+    raw = tiny_project(tmp_path / "r", tiny_data, {"ema": 0.0, "max_steps": 3})
+    train(load(raw), raw, logs.append)
+    assert load_checkpoint(list_checkpoints(raw / "models" / "checkpoints")[0][1])["ema"] is None
+    logs.clear()
+    train(with_train(load(raw), ema=0.9, max_steps=6), raw, logs.append)
+    assert "the checkpoint has no weight average: starting it from its weights" in logs
