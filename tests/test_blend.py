@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facedag.align import align_face, aligned_matrix, template, transform_points
-from facedag.blend import COLOUR_MODES, face_mask, face_outline, match_colour, paste
+from facedag.blend import COLOUR_MODES, colour_region, face_mask, face_outline, match_colour, paste
 
 S = 128
 
@@ -70,6 +70,29 @@ def test_colour_matching_moves_statistics_toward_the_target(mode):
         assert np.abs(std(lab(out)) - std(lab(target))).sum() < 0.3 * np.abs(std(lab(face)) - std(lab(target))).sum()
     if mode == "hist":
         assert np.abs(std(out) - std(target)).sum() < 0.3 * np.abs(std(face) - std(target)).sum()
+
+
+@pytest.mark.parametrize("mode", ["rct", "avg"])
+def test_colour_is_matched_where_the_face_is_opaque_not_on_the_feathered_rim(mode):
+    """The target's rim is foliage (the hull takes in background there), the face's rim is skin:
+    the opaque part must still come out the target's skin colour, not pulled toward green."""
+    mask = face_mask(S, template(S), erode=0.02, feather=0.1)
+    opaque, rim = mask >= 0.98, (mask > 0) & (mask < 0.98)
+    assert opaque.sum() > 100 and rim.sum() > opaque.sum() / 4
+    face = _textured((200, 150, 120), 8, 0)
+    target = _textured((180, 120, 100), 8, 1)
+    target[rim] = (40, 140, 40)
+    out = match_colour(face, target, mask, mode)
+    lab = lambda a: cv2.cvtColor(a.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)  # noqa: E731
+    gap = np.linalg.norm(lab(out)[opaque].mean(0) - lab(target)[opaque].mean(0))
+    assert gap < 0.5  # the old reading over mask > 0.5 left this face several delta E toward green
+    assert np.array_equal(colour_region(mask), opaque)
+
+
+def test_colour_region_falls_back_for_a_faint_mask():
+    faint = np.full((S, S), 0.7, np.float32)
+    assert colour_region(faint).all()
+    assert not colour_region(np.full((S, S), 0.3, np.float32)).any()
 
 
 def test_colour_none_and_unknown():
