@@ -9,10 +9,13 @@ walking toward the camera, moving light), and trains a 128 px model for `--train
 on this machine (the longest CPU run that fits; the figures name the device), then commits
 the project so experiments can branch from it.
 
-`run` refreshes the project's copy of the convert and evaluate code, then runs one
+`run` refreshes the project's copy of the code and of the convert, evaluate and render
+params (so that "defaults" are this repository's), then runs one
 `dvc exp run -S ... evaluate_video` per setting, changing one knob at a time from the
 defaults: the colour mode, mask erosion, mask feather and temporal smoothing. DVC reuses the
 trained model (train's deps and params do not change) and reruns convert and evaluate_video.
+It also scores the newest training checkpoint's raw weights against their moving average
+(train.ema) on the held-out faces: the baseline for the weights the pipeline uses.
 Writes `benchmarks/sweep.json` (atomically) and prints the table the README shows.
 Needs ../shared/samples; not in CI (about a minute per setting on 2 CPU cores).
 """
@@ -32,17 +35,17 @@ from typing import Any
 import yaml
 
 from benchmarks.common import SAMPLES, device_name
+from facedag.blend import COLOUR_MODES
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 WORKDIR = Path("/tmp/facedag-sweep")
 CODE = ("facedag", "stages", "flows")
 # one knob at a time from the defaults (params.yaml's convert section)
+DEFAULT_COLOUR = yaml.safe_load((REPO / "params.yaml").read_text())["convert"]["colour"]
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
-    ("colour avg", {"convert.colour": "avg"}),
-    ("colour hist", {"convert.colour": "hist"}),
-    ("colour none", {"convert.colour": "none"}),
+    *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR_MODES if mode != DEFAULT_COLOUR],
     ("erode 0", {"convert.mask_erode": 0.0}),
     ("erode 0.05", {"convert.mask_erode": 0.05}),
     ("feather 0.02", {"convert.mask_feather": 0.02}),
@@ -113,6 +116,11 @@ def sweep(workdir: Path, out: Path) -> dict[str, Any]:
     """One experiment per setting; their evaluate_video metrics as a table."""
     root = workdir / "project"
     _copy_code(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section in ("convert", "evaluate", "render"):  # what runs after the model: this repository's defaults
+        params[section] = shipped[section]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The code may have moved on since setup. The stages up to the trained model keep what they
     # built (a sweep of convert's knobs must not retrain for 25 minutes); the stages after it rerun.
     upstream = [f"{step}@{ident}" for step in ("download", "profile", "trim", "extract", "align", "dedupe")
@@ -135,12 +143,40 @@ def sweep(workdir: Path, out: Path) -> dict[str, Any]:
     model = json.loads((root / "data" / "evaluate" / "model" / "metrics.json").read_text())
     report = {"device": device_name(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "footage": "src: demo astronaut; dst and target: ../shared/samples/video_02.mp4",
-              "model": model, "rows": rows}  # fmt: skip
+              "model": model, "weights": raw_vs_average(root), "rows": rows}  # fmt: skip
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out)
     print(table(rows))
     return report
+
+
+def raw_vs_average(root: Path) -> dict[str, Any]:
+    """The newest checkpoint's raw weights and their moving average, each scored on the
+    held-out faces (facedag.training.evaluate): {"step", "ema", "raw": {identity: {ssim, psnr,
+    l1}}, "average": {...}}, or {} when the checkpoint has no average."""
+    from facedag.checkpoint import list_checkpoints, load_checkpoint
+    from facedag.dataset import load_dataset
+    from facedag.losses import face_region
+    from facedag.model import FaceSwapModel, ModelConfig
+    from facedag.training import evaluate
+
+    checkpoints = list_checkpoints(root / "models" / "checkpoints")
+    if not checkpoints:
+        return {}
+    state = load_checkpoint(checkpoints[0][1])
+    if state.get("ema") is None:
+        return {}
+    cfg = ModelConfig.from_dict(state["config"])
+    sets = load_dataset(root, list(cfg.identities), cfg.face_size)
+    region = face_region(cfg.face_size)
+    out: dict[str, Any] = {"step": int(state["step"]),
+                           "ema": yaml.safe_load((root / "params.yaml").read_text())["train"].get("ema")}
+    for name, weights in (("raw", state["model"]), ("average", state["ema"])):
+        model = FaceSwapModel(cfg)
+        model.load_state_dict(weights)
+        out[name] = evaluate(model, sets, region)
+    return out
 
 
 def table(rows: list[dict[str, Any]]) -> str:
