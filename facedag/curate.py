@@ -55,7 +55,8 @@ Hence the defaults phash_distance 10 and feature_distance 0.1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -217,7 +218,8 @@ def _closest(i: int, cand_idx: np.ndarray, cand_hash: np.ndarray, hashes: np.nda
     return int(cand[j]), int(ham[close[j]]), float(d[j])
 
 
-def holdout_mask(groups: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+def holdout_mask(groups: Sequence[str], fraction: float, seed: int,
+                 needs: Sequence[Collection[Hashable]] | None = None) -> np.ndarray:
     """True for the faces of the held-out shots: whole shots, about `fraction` of the faces.
 
     `groups` names each face's shot. Shots are visited in an order drawn from `seed` (over the
@@ -225,22 +227,41 @@ def holdout_mask(groups: Sequence[str], fraction: float, seed: int) -> np.ndarra
     held-out faces stay within fraction x faces. When no shot fits (few, long shots) the
     smallest shot is held out anyway, so there is an honest evaluation set whenever there are
     two shots or more; with one shot, or fraction 0, nothing is held out. Never all shots.
+
+    `needs` (per face, the target regions it covers: facedag.target_profile.target_regions)
+    protects coverage: a shot is not held out while it is the last training shot with faces in
+    a region the target shows, since training without them is what leaves a pose unswappable.
+    The fallback takes the smallest unprotected shot; only when every shot is protected does
+    it take the smallest one regardless, keeping the evaluation set.
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     names, inverse, sizes = np.unique(np.asarray([str(g) for g in groups], dtype=str), return_inverse=True,
                                       return_counts=True)
+    inverse = inverse.reshape(-1)
+    covers: list[set[Hashable]] = [set() for _ in range(names.size)]
+    for g, face_needs in zip(inverse.tolist(), needs, strict=True) if needs is not None else ():
+        covers[g].update(face_needs)
+    shots_covering = Counter(k for c in covers for k in c)  # per region: training shots with faces there
     held = np.zeros(names.size, dtype=bool)
+
+    def protected(g: int) -> bool:
+        return any(shots_covering[k] <= 1 for k in covers[g])
+
+    def hold(g: int) -> None:
+        held[g] = True
+        shots_covering.subtract(covers[g])
+
     if fraction > 0 and names.size >= 2:
-        order = np.random.default_rng(seed).permutation(names.size)
+        order = np.random.default_rng(seed).permutation(names.size).tolist()
         budget, taken = fraction * len(groups), 0
         for g in order:
-            if taken + sizes[g] <= budget:
-                held[g] = True
+            if taken + sizes[g] <= budget and not protected(g):
+                hold(g)
                 taken += int(sizes[g])
-        if not held.any():
-            held[min(order.tolist(), key=lambda g: sizes[g])] = True  # the first smallest in seeded order
-    return held[inverse.reshape(-1)]
+        if not held.any():  # the first smallest in seeded order, unprotected where one is
+            hold(min([g for g in order if not protected(g)] or order, key=lambda g: sizes[g]))
+    return held[inverse]
 
 
 def feature_dist(fa: np.ndarray, ta: np.ndarray, fb: np.ndarray, tb: np.ndarray) -> np.ndarray:

@@ -271,6 +271,28 @@ def cell_weights(profile: TargetProfile | None, grid: Grid, target_weight: float
     return weights
 
 
+def target_regions(profile: TargetProfile | None, grid: Grid,
+                   faces: pd.DataFrame | Mapping[str, Iterable[float]]) -> list[frozenset[tuple[int, int]]] | None:
+    """Per face of `faces`, the regions of the target it covers: (k, cell) for each
+    MATCH_FACTORS[k] sub-grid of `grid` whose cell holds both the face and target faces (the
+    regions the gap report speaks of). None without an active profile. dedupe passes them to
+    facedag.curate.holdout_mask, so that the held-out split never takes the last shot of a pose
+    or light the target shows."""
+    if profile is None or not profile.active:
+        return None
+    cells = grid.cells(_frame(faces))
+    per_face: list[set[tuple[int, int]]] = [set() for _ in range(cells.size)]
+    for k, factor in enumerate(MATCH_FACTORS):
+        sub = sub_grid(grid, factor)
+        if sub is None:
+            continue
+        occupied = target_shares(profile, sub) > 0
+        for i, c in enumerate(projection(grid, sub)[cells].tolist()):
+            if occupied[c]:
+                per_face[i].add((k, c))
+    return [frozenset(r) for r in per_face]
+
+
 def coverage(profile: TargetProfile, grid: Grid, faces: pd.DataFrame | Mapping[str, Iterable[float]],
              min_faces: int = 1) -> float:
     """Share of the target's faces whose cell of `grid` holds at least `min_faces` of `faces`."""

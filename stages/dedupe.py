@@ -38,7 +38,9 @@ shot): `no_holdout` is true, a warning says why, and training evaluates on train
 Toward the target: when ID is the identity convert paints into the target (its profile
 applies) and `dedupe.target_weight` > 0, the training side's round robin is weighted toward the
 bins of the target's poses and lighting (facedag.target_profile.cell_weights, facedag.curate.
-balance); the held-out side is not. Whatever the weight, the training faces are compared with
+balance); the held-out side is not, and no shot is held out while it is the last with faces in
+a pose or lighting region the target shows (facedag.target_profile.target_regions, facedag.
+curate.holdout_mask). Whatever the weight, the training faces are compared with
 the target: coverage figures in metrics.json, and one log line and one entry of
 target_gaps.json per region that holds >= 5 % of the target's frames and fewer than
 `dedupe.target_gap_faces` training faces ("... src has 2 faces there (9 before dedupe)").
@@ -69,7 +71,7 @@ from facedag.records import Rejections, StageFailed, atomic_path, atomic_write_j
 from facedag.report import dedupe_figure
 from facedag.stagekit import fresh_dir, identity_main
 from facedag.tables import ALIGNED_SCHEMA, decode_image, missing_columns
-from facedag.target_profile import cell_weights, gap_metrics, gap_report, load_profile, log_lines
+from facedag.target_profile import cell_weights, gap_metrics, gap_report, load_profile, log_lines, target_regions
 
 STAGE = "dedupe"
 READ_BATCH = 256
@@ -109,8 +111,8 @@ def run(params: Params, identity: str) -> None:
     except ValueError as exc:
         raise StageFailed(str(exc)) from None
     target_weight = float(getattr(p, "target_weight", DEFAULT_TARGET_WEIGHT))
-    weights = cell_weights(profile, pose_light_grid(p.yaw_bins, p.pitch_bins, p.light_bins, p.light_dir_bins),
-                           target_weight)
+    grid = pose_light_grid(p.yaw_bins, p.pitch_bins, p.light_bins, p.light_dir_bins)
+    weights = cell_weights(profile, grid, target_weight)
     source = pq.ParquetFile(src)
     out = fresh_dir(Path("data/dedupe") / identity)
     rejected = Rejections(out, STAGE)
@@ -153,7 +155,9 @@ def run(params: Params, identity: str) -> None:
     shots = [shot_map.get(c, c) for c in clips] if shot_map is not None else clips
     fraction = p.holdout
     cap = p.holdout_max_faces
-    held = holdout_mask(shots, fraction, params.base.seed)
+    # the target's regions each face covers: a shot that alone covers one stays in training
+    needs = target_regions(profile, grid, table) if target_weight > 0 else None
+    held = holdout_mask(shots, fraction, params.base.seed, needs)
 
     def run_curate(held_out: np.ndarray) -> CurateResult:
         return curate(

@@ -175,6 +175,28 @@ def test_holdout_mask_holds_out_whole_shots_by_seed():
     assert any(set(shots[holdout_mask(groups, 0.2, seed=s)]) != set(shots[held]) for s in range(8, 12))
 
 
+def test_holdout_mask_keeps_the_last_shot_of_a_target_region_in_training():
+    """Shot "p" alone has faces at the target's profile pose (region ("yaw", 6)): whatever the
+    seed, it stays in training; unprotected, some seeds hold it out."""
+    groups = ["p"] * 3 + [f"s{i}" for i in range(6) for _ in range(3)]
+    needs = [{("yaw", 6)} if g == "p" else {("yaw", 3)} for g in groups]
+    shots = np.array(groups)
+    seeds = range(40)
+    assert any("p" in set(shots[holdout_mask(groups, 0.2, seed=s)]) for s in seeds)
+    for s in seeds:
+        held = holdout_mask(groups, 0.2, seed=s, needs=needs)
+        assert held.any() and "p" not in set(shots[held])
+        assert not held.all()
+    # two shots that each alone cover a target region: the fallback still holds one out
+    both = holdout_mask(["a", "a", "b"], 0.1, seed=0, needs=[{1}, {1}, {2}])
+    assert both.tolist() == [False, False, True]
+    # a region covered by two shots: one of them may go, never both
+    pair = ["a", "b", "c", "d"]
+    for s in seeds:
+        held = holdout_mask(pair, 0.5, seed=s, needs=[{9}, {9}, set(), set()])
+        assert not (held[0] and held[1])
+
+
 def test_holdout_mask_edge_cases():
     # no shot fits the fraction: the smallest is held out anyway, never all of them
     assert holdout_mask(["a"] * 5 + ["b"] * 3 + ["c"] * 4, 0.1, seed=0).tolist() == [False] * 5 + [True] * 3 + [

@@ -171,6 +171,29 @@ def test_dedupe_stage_without_input_fails_clearly(tmp_path):
     assert proc.returncode == 1 and "run align@src first" in proc.stderr
 
 
+def test_the_held_out_split_keeps_the_only_shot_of_the_targets_pose(tmp_path):
+    """Unweighted, shot aaaa#0 (base, turned) is held out (above). When the target turns like
+    `turned`, the only face at that pose, that shot stays in training and another goes."""
+    names, images, table, _ = planted()
+    clip_of = {face: clip for clip, (_, _, faces) in SHOTS.items() for face in faces}
+    write_aligned(tmp_path, names, images, table, clips=[clip_of[n] for n in names])
+    trim = tmp_path / "data/trim/src"
+    trim.mkdir(parents=True)
+    pd.DataFrame([{"shot": c[:-4], "sha256": sha, "scene": scene, "clip": c} for c, (sha, scene, _) in SHOTS.items()]
+                 ).to_parquet(trim / "selection.parquet")
+    turned = table.iloc[names.index("turned")]
+    pose = {"yaw": float(turned["yaw"]), "pitch": float(turned["pitch"])}
+    assert (table["yaw"] > pose["yaw"] - 8).sum() == 1  # nothing else near that yaw
+    (tmp_path / "data/profile/src").mkdir(parents=True)
+    atomic_write_json(tmp_path / "data/profile/src/target.json", planted_target([(10, pose)]).to_dict())
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "data/dedupe/src"
+    dataset, holdout = pd.read_parquet(out / "dataset.parquet"), pd.read_parquet(out / "holdout.parquet")
+    assert "turned" in set(dataset["face"]) and "turned" not in set(holdout["face"])
+    assert len(holdout) > 0 and not set(holdout["clip"]) & {"aaaa_0000.mp4", "aaaa_0001.mp4"}
+
+
 def test_dedupe_stage_weights_toward_the_target_and_reports_its_gaps(tmp_path):
     names, images, table, _ = planted()
     write_aligned(tmp_path, names, images, table)

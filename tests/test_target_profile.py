@@ -28,6 +28,7 @@ from facedag.target_profile import (
     log_lines,
     not_applicable,
     profile_target,
+    target_regions,
     target_shares,
 )
 from tests.conftest import REPO, tool_env
@@ -153,6 +154,20 @@ def test_cell_weights_favour_the_targets_pose_and_lighting():
     t = trim_grid().cells(faces([(1, {"yaw": 35.0, "mouth_open": m, "eyes_open": e}) for m in (0.0, 0.3)
                                  for e in (0.2, 0.9)]))
     assert len(set(t.tolist())) == 4 and np.allclose(tw[t], w[cell["turned"]])
+
+
+def test_target_regions_name_the_target_cells_each_face_covers():
+    grid = pose_light_grid()
+    profile = planted([(30, {"yaw": 35.0}), (10, {"yaw": 0.0})])  # all at luminance 0.5
+    table = faces([(1, {"yaw": 35.0}), (1, {}), (1, {"yaw": -50.0, "luminance": 0.3}), (1, {"yaw": 35.0,
+                                                                                            "luminance": 0.9})])
+    turned, front, away, turned_bright = target_regions(profile, grid, table)
+    assert {k for k, _ in turned} == {0, 1} and {k for k, _ in front} == {0, 1}
+    assert turned != front and (turned & front) == {r for r in turned if r[0] == 1}  # same light, other pose
+    assert away == frozenset()  # neither the target's pose nor its light
+    assert {k for k, _ in turned_bright} == {0} and turned_bright < turned
+    assert target_regions(None, grid, table) is None
+    assert target_regions(not_applicable("dst", "src"), grid, table) is None
 
 
 def test_weighted_shot_selection_prefers_the_shots_of_the_targets_poses():
