@@ -54,6 +54,10 @@ from facedag.losses import ssim_map
 PSNR_CAP_DB = 100.0
 JND_DELTA_E = 2.3  # delta E 76 just-noticeable difference (Sharma 2003); colour_gap below it is invisible
 BAND_PX = 1  # half-width of the seam band, px: the pixels on either side of the 0.5 level
+# a scene cut between two frames: their 64x36 grey thumbnails differ by more than this many levels
+# on average (on ../shared/samples: at most 11 within a shot, about 60 across a cut from one to the other)
+CUT_LEVEL = 30.0
+CUT_THUMB = (64, 36)
 CORE_ALPHA = 0.98  # the colour of the face is read where it is (nearly) fully swapped
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +226,17 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.transform(f, _F_TO_LAB)
 
 
+def _thumb(frame: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, CUT_THUMB, interpolation=cv2.INTER_AREA)
+
+
+def is_cut(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether two consecutive RGB frames are across a scene cut: their grey thumbnails differ by
+    more than CUT_LEVEL levels on average (a whole-frame test, so a moving face is no cut)."""
+    return float(cv2.absdiff(_thumb(before), _thumb(after)).mean()) > CUT_LEVEL
+
+
 class VideoQuality:
     """Streaming quality measures of a converted video against its target; see `result`.
 
@@ -242,6 +257,7 @@ class VideoQuality:
         self._flicker_tgt = 0
         self._flicker_n = 0
         self._flicker_pairs = 0
+        self._flicker_cuts = 0
         # seam: sums of |d LAB / d n| over band pixels (output, target) and over ring pixels (target)
         self._band_out = 0.0
         self._band_tgt = 0.0
@@ -320,9 +336,17 @@ class VideoQuality:
 
     def _add_flicker(self, tgt: np.ndarray, out: np.ndarray, support: np.ndarray, box: tuple[int, int, int, int],
                      row: dict[str, float | bool | None]) -> None:  # fmt: skip
-        """Frame-to-frame change over the union of this and the previous frame's touched pixels."""
+        """Frame-to-frame change over the union of this and the previous frame's touched pixels.
+
+        A scene cut in the target (`is_cut`) restarts the chain instead: across a cut both videos
+        change completely, and that pair would pull any ratio toward 1, hiding the flicker."""
         prev = self._prev
-        if prev is not None:
+        if prev is not None and is_cut(prev.target, tgt):
+            self._flicker_cuts += 1
+            prev.target[...] = tgt
+            prev.output[...] = out
+            prev.support, prev.box = support.copy(), box
+        elif prev is not None:
             x0, y0 = min(box[0], prev.box[0]), min(box[1], prev.box[1])
             x1, y1 = max(box[2], prev.box[2]), max(box[3], prev.box[3])
             union = np.zeros((y1 - y0, x1 - x0), bool)
@@ -414,7 +438,8 @@ class VideoQuality:
           not a mean of per-pair ratios, so that a still shot (target change ~0) cannot blow
           it up. A frame without a face breaks the chain. 1.0 when neither changed at all.
           flicker_output / flicker_target: the two sides as mean |change| per pixel and
-          channel in 0-255 levels; flicker_pairs: the number of pairs.
+          channel in 0-255 levels; flicker_pairs: the number of pairs. A scene cut in the
+          target (`is_cut`) breaks the chain too; flicker_cuts: the number of cuts.
         - seam: (mean over the edge band of |dLAB/dn| in the output - the same in the target)
           / mean over the skin ring of |dLAB/dn| in the target, clipped at 0, pooled over the
           swapped frames. dLAB/dn is the derivative across the face outline (along the normal
@@ -451,6 +476,7 @@ class VideoQuality:
             "flicker_output": self._flicker_out / n if n else None,
             "flicker_target": self._flicker_tgt / n if n else None,
             "flicker_pairs": self._flicker_pairs,
+            "flicker_cuts": self._flicker_cuts,
             "seam": seam,
             "seam_excess": (self._band_out - self._band_tgt) / self._band_n if self._band_n else None,
             "colour_gap": _mean(self._colour_gap),

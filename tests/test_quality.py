@@ -220,6 +220,24 @@ def test_a_frame_without_face_breaks_the_chain() -> None:
     assert r["flicker_pairs"] == 4 + 0 + 1  # 0-4, 6 alone, 8-9
 
 
+def test_a_scene_cut_breaks_the_flicker_chain() -> None:
+    """Across a cut both videos change completely; counted, that pair pulls the ratio of a noisy
+    swap toward 1. With the cut detected, the figure equals that of the same frames with the
+    chain broken by a frame without a face."""
+    bright, dark = texture(10), texture(11) * 0.4
+    rng = np.random.default_rng(12)
+    frames = []
+    for t in range(FRAMES):
+        tgt = target_frame(t, bright if t < FRAMES // 2 else dark)
+        mask = ellipse_mask(*path(t), feather=4)
+        noisy = tgt.astype(np.float32) + rng.normal(0, 4, tgt.shape).astype(np.float32)
+        frames.append((tgt, blend(tgt, noisy, mask), mask))
+    r = run(frames)
+    assert r["flicker_cuts"] == 1 and r["flicker_pairs"] == FRAMES - 2
+    broken = run([*frames[: FRAMES // 2], (frames[0][0], frames[0][0], None), *frames[FRAMES // 2 :]])
+    assert broken["flicker_cuts"] == 0 and r["flicker"] == broken["flicker"] > 1.3
+
+
 def test_a_hard_paste_shows_a_seam_and_feathering_softens_it() -> None:
     tex = texture(9)
 
