@@ -25,6 +25,10 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
   from 2 s without a code bit wrong, and from 1 s.
 - Sync: a cut file starts at an unknown index, so the detector sums with all `PERIOD` cyclic
   shifts of `s` at once and keeps the shift where the pilot is strongest (`offset`).
+- Orientation: a mirrored, upside-down or rotated copy (a re-upload, a player's rotation
+  flag applied) moves the cells but keeps their signs, so the detector also reads the frame on
+  the turned grid (48 x 36) and scores the 8 flips and quarter turns of both grids, keeping
+  the strongest (`orientation`). Crops and letterboxes move the grid off its cells: not read.
 - Perceptual masking: the amplitude is `strength` (1 luma level) on flat areas and grows with
   local activity, where texture hides it, up to `MAX_GAIN` x strength; a frame whose change would
   exceed MAX_MSE (PSNR `MIN_PSNR_DB`) is scaled down as a whole. The gain map comes from a 96x72
@@ -33,8 +37,8 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
   over the pilot cells. The chips are keyed coin flips independent of any content, so without
   the mark (or with another key's mark) the score is a sum of random signs: mean 0, variance 1
   and P(score > t) <= exp(-t^2 / 2) (Hoeffding) whatever the picture. `THRESHOLD` = 6 makes a
-  false score less likely than 1e-6 over the PERIOD shifts, and the CRC must match as well
-  (another 2^-16). The score cannot exceed sqrt(pilot cells) = 20.8; a marked 640x480 clip
+  false score less likely than 1e-5 over the PERIOD shifts x 8 orientations, and the CRC must
+  match as well (another 2^-16). The score cannot exceed sqrt(pilot cells) = 20.8; a marked 640x480 clip
   reaches 15-19 in 2 s, also after CRF 28 and rescaling.
 
 Key derivation uses SHAKE-256 only (not numpy's generators), so a key gives the same mark on
@@ -307,7 +311,8 @@ class Detection:
     hard decision disagrees with the re-encoded id, i.e. what the error correction fixed (only when
     found). `score`: the pilot z-score at the best frame offset (about N(0, 1) without a mark).
     `frames`: frames read. `offset`: the sign sequence index (mod PERIOD) of the first frame read,
-    as found by the sync search (only when found).
+    as found by the sync search (only when found). `orientation`: how the video is turned from
+    the marked one, one of ORIENTATIONS (only when found).
     """
 
     found: bool
@@ -317,14 +322,32 @@ class Detection:
     threshold: float
     frames: int
     offset: int | None
+    orientation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _cells(y: np.ndarray) -> np.ndarray:
-    """The mean of `y` over every grid cell, as a float vector (any frame size)."""
-    return _shrink(np.asarray(y, np.float32), (GRID[1], GRID[0])).ravel()
+def _cells(y: np.ndarray, turned: bool = False) -> np.ndarray:
+    """The mean of `y` over every grid cell, as a float vector (any frame size); `turned`: on
+    the grid turned a quarter (GRID[1] rows x GRID[0] columns), as a rotated copy has it."""
+    size = (GRID[0], GRID[1]) if turned else (GRID[1], GRID[0])
+    return _shrink(np.asarray(y, np.float32), size).ravel()
+
+
+# How a copy may be turned from the marked video, and how to bring the cells it shows (on GRID,
+# or on the turned grid for a quarter turn: (P, rows, cols) arrays) back to the marked layout.
+# "rotated 90 cw" is a copy turned a quarter clockwise (numpy's rot90(frame, -1)).
+ORIENTATIONS: dict[str, tuple[bool, Any]] = {
+    "as marked": (False, lambda g: g),
+    "mirrored": (False, lambda g: g[:, :, ::-1]),
+    "upside down": (False, lambda g: g[:, ::-1, :]),
+    "rotated 180": (False, lambda g: g[:, ::-1, ::-1]),
+    "rotated 90 cw": (True, lambda g: np.rot90(g, 1, axes=(1, 2))),
+    "rotated 90 ccw": (True, lambda g: np.rot90(g, -1, axes=(1, 2))),
+    "transposed": (True, lambda g: g.transpose(0, 2, 1)),
+    "anti-transposed": (True, lambda g: g[:, ::-1, ::-1].transpose(0, 2, 1)),
+}
 
 
 class _Accumulator:
@@ -342,38 +365,52 @@ class _Accumulator:
         shifted = np.stack([np.roll(signs, -o) for o in range(PERIOD)], axis=1)  # [t, o] = s[(t + o) % P]
         # weight of the difference (frame t - frame t+1): (s_t - s_t+1) / 2, zero where the sign held
         self._weights = (shifted - np.roll(shifted, -1, axis=0)) / 2
-        self.sums = np.zeros((PERIOD, GRID[0] * GRID[1]), np.float64)
-        self._prev: np.ndarray | None = None
+        # [turned grid?] -> sums over the frame differences, one row per cyclic shift
+        self.sums = {turned: np.zeros((PERIOD, GRID[0] * GRID[1]), np.float64) for turned in (False, True)}
+        self._prev: dict[bool, np.ndarray] = {}
         self.frames = 0
 
     def add(self, y: np.ndarray) -> None:
         """Add the next Y plane (any size, uint8 or float)."""
-        cells = _cells(y)
-        if self._prev is not None:
-            diff = self._prev - cells
-            scale = float(np.median(np.abs(diff))) + 1e-3
-            np.clip(diff / scale, -CLIP, CLIP, out=diff)
-            self.sums += np.outer(self._weights[(self.frames - 1) % PERIOD], diff)
-        self._prev = cells
+        for turned, sums in self.sums.items():
+            cells = _cells(y, turned)
+            if turned in self._prev:
+                diff = self._prev[turned] - cells
+                scale = float(np.median(np.abs(diff))) + 1e-3
+                np.clip(diff / scale, -CLIP, CLIP, out=diff)
+                sums += np.outer(self._weights[(self.frames - 1) % PERIOD], diff)
+            self._prev[turned] = cells
         self.frames += 1
+
+    def _scores(self, sums: np.ndarray) -> np.ndarray:
+        """The pilot z-score of every cyclic shift, for sums in the marked layout."""
+        pilot = self.layout.pilot
+        energy = np.sqrt(np.square(sums[:, pilot]).sum(axis=1))
+        return (sums * self.layout.chips)[:, pilot].sum(axis=1) / np.maximum(energy, 1e-12)
 
     def result(self) -> Detection:
         layout = self.layout
-        despread = self.sums * layout.chips
-        pilot_energy = np.sqrt(np.square(self.sums[:, layout.pilot]).sum(axis=1))
-        scores = despread[:, layout.pilot].sum(axis=1) / np.maximum(pilot_energy, 1e-12)
-        offset = int(np.argmax(scores))
-        score = round(float(scores[offset]), 3)
+        best: tuple[float, int, str, np.ndarray] | None = None
+        for name, (turned, back) in ORIENTATIONS.items():
+            shape = (PERIOD, GRID[1], GRID[0]) if turned else (PERIOD, *GRID)
+            sums = np.ascontiguousarray(back(self.sums[turned].reshape(shape))).reshape(PERIOD, -1)
+            scores = self._scores(sums)
+            offset = int(np.argmax(scores))
+            if best is None or scores[offset] > best[0]:
+                best = (float(scores[offset]), offset, name, sums)
+        assert best is not None
+        score, offset, orientation, sums = round(best[0], 3), best[1], best[2], best[3]
         if score < THRESHOLD:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
+        despread = sums[offset] * layout.chips
         data = ~layout.pilot
-        soft = np.bincount(layout.bit_of_cell[data], weights=despread[offset, data], minlength=CODE_BITS)
+        soft = np.bincount(layout.bit_of_cell[data], weights=despread[data], minlength=CODE_BITS)
         bits = viterbi_decode(soft)
         mark_id = parse_payload(bits)
         if mark_id is None:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
         errors = int(np.count_nonzero((soft > 0) != conv_encode(bits).astype(bool)))
-        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset)
+        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset, orientation)
 
 
 def detect_frames(y_frames: Iterable[np.ndarray], key: bytes | str = DEFAULT_KEY) -> Detection:

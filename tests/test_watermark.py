@@ -78,12 +78,16 @@ def mark_clip(src: Path, dst: Path, mark_id: str, seconds: float, key: bytes = w
     return psnrs
 
 
-def reencode(src: Path, dst: Path, crf: int = 28, scale: float | None = None, start: float | None = None) -> Path:
-    """An attack: re-encode `src` with libx264 at `crf`, optionally rescaled or cut at `start` s."""
+def reencode(src: Path, dst: Path, crf: int = 28, scale: float | None = None, start: float | None = None,
+             vf: str | None = None) -> Path:  # fmt: skip
+    """An attack: re-encode `src` with libx264 at `crf`, optionally rescaled, cut at `start` s, or
+    through the ffmpeg filter `vf` (hflip, transpose=1, ...)."""
     args: list[str] = ["-ss", str(start)] if start else []
     args += ["-i", ffmpeg_input(src)]
     if scale:
         args += ["-vf", f"scale=trunc(iw*{scale}/2)*2:trunc(ih*{scale}/2)*2"]
+    elif vf:
+        args += ["-vf", vf]
     run_ffmpeg([*args, "-an", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", ffmpeg_input(dst)],
                timeout=120, what="attack")  # fmt: skip
     return dst
@@ -207,6 +211,33 @@ def test_detect_frames_on_rescaled_frames_without_a_codec() -> None:
     assert late.mark_id == MARK_ID and late.offset == 13
 
 
+FLIPS_AND_TURNS = {  # how to turn a frame, for each orientation the detector names
+    "as marked": lambda y: y,
+    "mirrored": lambda y: y[:, ::-1],
+    "upside down": lambda y: y[::-1],
+    "rotated 180": lambda y: y[::-1, ::-1],
+    "rotated 90 cw": lambda y: np.rot90(y, -1),
+    "rotated 90 ccw": lambda y: np.rot90(y, 1),
+    "transposed": lambda y: y.T,
+    "anti-transposed": lambda y: y[::-1, ::-1].T,
+}
+
+
+def test_detect_frames_on_flipped_and_turned_frames() -> None:
+    """A copy mirrored, upside down or turned a quarter is read, and says how it is turned."""
+    assert set(FLIPS_AND_TURNS) == set(wm.ORIENTATIONS)
+    rng = np.random.default_rng(4)
+    texture = rng.integers(30, 220, (520, 700)).astype(np.uint8)
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    marked = [embedder.mark_y(np.ascontiguousarray(texture[i : i + 480, i : i + 640]), i) for i in range(40)]
+    for name, turn in FLIPS_AND_TURNS.items():
+        found = wm.detect_frames([np.ascontiguousarray(turn(y)) for y in marked])
+        assert found.found and found.mark_id == MARK_ID and found.orientation == name, (name, found)
+        assert found.offset == 0 and found.score >= 2 * found.threshold
+    unmarked = [np.ascontiguousarray(texture[i : i + 480, i : i + 640]) for i in range(40)]
+    assert not wm.detect_frames(unmarked).found and wm.detect_frames(unmarked).orientation is None
+
+
 # --- round trips through ffmpeg ---------------------------------------------------------------
 
 
@@ -246,6 +277,8 @@ def test_sample_round_trip_from_two_seconds(marked_sample: tuple[Path, list[floa
         ("scale075", {"scale": 0.75}),
         ("scale15", {"scale": 1.5}),
         ("cut1s", {"start": 1.0}),
+        ("mirrored", {"vf": "hflip"}),
+        ("rotated 90 cw", {"vf": "transpose=1"}),
     ],
 )
 def test_sample_survives_attacks(marked_sample: tuple[Path, list[float]], tmp_path: Path, name: str,
@@ -257,6 +290,7 @@ def test_sample_survives_attacks(marked_sample: tuple[Path, list[float]], tmp_pa
     assert found.score >= 2 * found.threshold
     if name == "cut1s":  # the first frame read was frame ~30 of the marked file
         assert found.offset is not None and abs(found.offset - 30) <= 1
+    assert found.orientation == (name if "vf" in attack else "as marked")
 
 
 def test_wrong_key_reads_nothing(marked_sample: tuple[Path, list[float]]) -> None:
