@@ -12,8 +12,11 @@ reason code when the source cannot be used (the download stage records it and ca
      5), and the connection goes to the checked address (no second DNS lookup to race).
      Direct media (video/* or application/octet-stream, or a video file extension) streams
      to a temp file under a size cap and a time cap. Other pages go to yt-dlp, for
-     extraction only, restricted to `download.extractors`; the media URL it picks (a single
-     progressive file) is fetched by the same guarded client.
+     extraction only, restricted to `download.extractors`; yt-dlp fetches the page itself,
+     but every host name it looks up is checked by the same policy in the lookup
+     (`guarded_lookups`), so a DNS answer that changes after our check (rebinding) is
+     refused too, and once `timeout_s` has passed its next lookup fails. The media URL it
+     picks (a single progressive file) is fetched by the same guarded client.
 2. `normalise`: cut to the source's start/end (end clamped to the clip), apply rotation
    metadata, make the frame rate constant (min of native and `max_fps`), 8-bit yuv420p,
    even width/height, long side <= `max_side`, H.264 at `crf`, AAC audio when there is
@@ -60,7 +63,8 @@ import ssl
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -383,22 +387,67 @@ def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str,
     }
 
 
-def extract_media(url: str, cfg: Download, workdir: Path) -> tuple[str, dict[str, str]]:
-    """Ask yt-dlp (allowed extractors only, no download) for one progressive media URL."""
+@contextmanager
+def guarded_lookups(guard: Guard, deadline: float) -> Iterator[list[Rejected]]:
+    """While it is open, every host name this process looks up (socket.getaddrinfo, which
+    urllib, requests and yt-dlp's own connections all call) is checked by `guard`'s policy,
+    and no lookup starts after `deadline`. Yields the list of refusals, for the caller to raise
+    the first of them instead of the error its library makes of a failed lookup.
+
+    Why: yt-dlp fetches pages (and the APIs its extractors call) with its own lookups, so a
+    check of the host before it runs leaves a window for an answer that changes in between
+    (DNS rebinding to 127.0.0.1 or 169.254.169.254). Checked in the lookup, the address
+    connected to is the address checked. Not thread-safe: the download stage fetches its
+    sources one at a time, and the original function is back when the block ends.
+    """
+    refused: list[Rejected] = []
+    real = socket.getaddrinfo
+
+    def checked(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() > deadline:
+            refused.append(Rejected("timeout", "yt-dlp's extraction took longer than the time cap"))
+            raise socket.gaierror(socket.EAI_AGAIN, "past facedag's time cap")
+        infos = real(host, port, *args, **kwargs)
+        if not guard.allow_private:
+            for info in infos:
+                ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                why = guard.policy(ip)
+                if why:
+                    refused.append(Rejected(
+                        "private_address", f"{host} resolves to {ip} ({why}) when yt-dlp looks it up; set "
+                        "download.allow_private: true to allow it"))  # fmt: skip
+                    raise socket.gaierror(socket.EAI_FAIL, "refused by facedag's address policy")
+        return infos
+
+    socket.getaddrinfo = checked
+    try:
+        yield refused
+    finally:
+        socket.getaddrinfo = real
+
+
+def extract_media(url: str, cfg: Download, workdir: Path, guard: Guard) -> tuple[str, dict[str, str]]:
+    """Ask yt-dlp (allowed extractors only, no download) for one progressive media URL, every
+    lookup it makes checked by `guard` and none after `download.timeout_s` (guarded_lookups)."""
     import yt_dlp
 
     logger = _QuietLogger()
     opts = ytdlp_options(cfg, workdir, logger)
-    try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(url, download=False)
-    except yt_dlp.utils.DownloadError as exc:
-        text = (logger.errors[-1] if logger.errors else str(exc)).replace("ERROR: ", "").strip()
-        if "no suitable extractor" in text.lower() or "unsupported url" in text.lower():
-            raise Rejected("extractor_not_allowed", f"no allowed extractor takes {url}") from None
-        raise Rejected("extraction_failed", text.splitlines()[0][:300] if text else "yt-dlp failed") from None
-    except Exception as exc:  # yt-dlp raises many kinds; one bad page must not stop the batch
-        raise Rejected("extraction_failed", f"{type(exc).__name__}: {exc}"[:300]) from None
+    with guarded_lookups(guard, time.monotonic() + cfg.timeout_s) as refused:
+        try:
+            with yt_dlp.YoutubeDL(opts) as ydl:
+                info = ydl.extract_info(url, download=False)
+        except yt_dlp.utils.DownloadError as exc:
+            if refused:
+                raise refused[0] from None
+            text = (logger.errors[-1] if logger.errors else str(exc)).replace("ERROR: ", "").strip()
+            if "no suitable extractor" in text.lower() or "unsupported url" in text.lower():
+                raise Rejected("extractor_not_allowed", f"no allowed extractor takes {url}") from None
+            raise Rejected("extraction_failed", text.splitlines()[0][:300] if text else "yt-dlp failed") from None
+        except Exception as exc:  # yt-dlp raises many kinds; one bad page must not stop the batch
+            if refused:
+                raise refused[0] from None
+            raise Rejected("extraction_failed", f"{type(exc).__name__}: {exc}"[:300]) from None
     if not info:
         raise Rejected("extraction_failed", "yt-dlp returned nothing")
     if info.get("_type") in ("playlist", "multi_video"):
@@ -464,7 +513,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
                 "extractor_not_allowed",
                 f"{uri} is a {response.content_type or 'web'} page and no allowed extractor takes it",
             )
-    media_url, headers = extract_media(uri, cfg, workdir)
+    media_url, headers = extract_media(uri, cfg, workdir, guard)
     return fetch_url(media_url, dest, cfg, guard, headers)
 
 

@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +16,7 @@ import av
 import pytest
 
 from facedag import fetch
-from facedag.fetch import Guard, fetch_source, forbidden_ip, make_clip, target_fps, target_size
+from facedag.fetch import Guard, fetch_source, forbidden_ip, guarded_lookups, make_clip, target_fps, target_size
 from facedag.media import probe
 from facedag.params import Download
 from facedag.records import Rejected
@@ -145,6 +146,9 @@ def test_every_resolved_address_is_checked(monkeypatch) -> None:
 # --- real HTTP on 127.0.0.1 ----------------------------------------------------------------
 
 
+PAGE_HITS = [0]  # requests /page has had (whoever made them)
+
+
 class _Handler(BaseHTTPRequestHandler):
     body = b""
     redirect_port = 0
@@ -179,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/clip.mp4")
             self.end_headers()
         elif self.path == "/page":
+            PAGE_HITS[0] += 1
             body = b"<html><body>no video here</body></html>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -221,6 +226,41 @@ def test_loopback_allowed_when_asked(server, inputs, tmp_path) -> None:
     assert clip.info.duration == pytest.approx(1.0, abs=0.05)
     raw = fetch_source(f"{server}/media", tmp_path, _cfg(allow_private=True, extractors=[]), tmp_path)
     assert raw.stat().st_size == inputs["good"].stat().st_size  # media by Content-Type, no extension
+
+
+class _Rebinding:
+    """A policy whose DNS answer turns private after the first lookup it is asked about (DNS
+    rebinding): 127.0.0.1 passes once, then counts as forbidden."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, ip) -> str | None:
+        self.calls += 1
+        return None if self.calls == 1 else "rebound to a private address"
+
+
+def test_yt_dlp_lookups_are_checked_too(server, tmp_path) -> None:
+    """Our check passes, then yt-dlp looks the host up itself and gets the private answer: refused
+    in that lookup, before it connects; with one answer throughout it reads the page."""
+    real = socket.getaddrinfo
+    hits = PAGE_HITS[0]
+    guard = Guard(policy=_Rebinding())
+    with pytest.raises(Rejected) as err:
+        fetch_source(f"{server}/page", tmp_path, _cfg(extractors=["generic"]), tmp_path, guard)
+    assert err.value.reason == "private_address" and "when yt-dlp looks it up" in err.value.message
+    assert PAGE_HITS[0] == hits  # nothing reached the server
+    assert socket.getaddrinfo is real  # the lookup is the library's own again
+    with pytest.raises(Rejected) as err:  # allowed throughout: yt-dlp reads the page, which has no video
+        fetch_source(f"{server}/page", tmp_path, _cfg(extractors=["generic"]), tmp_path, Guard(policy=_only_127_0_0_1))
+    assert err.value.reason == "extractor_not_allowed" and PAGE_HITS[0] > hits
+
+
+def test_no_lookup_after_the_time_cap() -> None:
+    with guarded_lookups(Guard(allow_private=True), deadline=time.monotonic() - 1) as refused, pytest.raises(
+            socket.gaierror):
+        socket.getaddrinfo("127.0.0.1", 80)
+    assert [r.reason for r in refused] == ["timeout"]
 
 
 def test_redirect_to_forbidden_address_refused(server, tmp_path) -> None:
