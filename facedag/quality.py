@@ -180,6 +180,7 @@ class _Previous:
     output: np.ndarray
     support: np.ndarray  # bool crop of mask > 0 over `box`
     box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    thumb: np.ndarray  # the target's grey thumbnail (`cut_thumb`), for the cut test
 
 
 def _normal_derivative(lab: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
@@ -226,15 +227,17 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.transform(f, _F_TO_LAB)
 
 
-def _thumb(frame: np.ndarray) -> np.ndarray:
+def cut_thumb(frame: np.ndarray) -> np.ndarray:
+    """The grey CUT_THUMB thumbnail of an RGB frame that `is_cut` compares."""
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, CUT_THUMB, interpolation=cv2.INTER_AREA)
 
 
 def is_cut(before: np.ndarray, after: np.ndarray) -> bool:
-    """Whether two consecutive RGB frames are across a scene cut: their grey thumbnails differ by
-    more than CUT_LEVEL levels on average (a whole-frame test, so a moving face is no cut)."""
-    return float(cv2.absdiff(_thumb(before), _thumb(after)).mean()) > CUT_LEVEL
+    """Whether two consecutive frames are across a scene cut, given their `cut_thumb`s: the
+    thumbnails differ by more than CUT_LEVEL levels on average (a whole-frame test, so a
+    moving face is no cut)."""
+    return float(cv2.absdiff(before, after).mean()) > CUT_LEVEL
 
 
 class VideoQuality:
@@ -341,11 +344,12 @@ class VideoQuality:
         A scene cut in the target (`is_cut`) restarts the chain instead: across a cut both videos
         change completely, and that pair would pull any ratio toward 1, hiding the flicker."""
         prev = self._prev
-        if prev is not None and is_cut(prev.target, tgt):
+        thumb = cut_thumb(tgt)
+        if prev is not None and is_cut(prev.thumb, thumb):
             self._flicker_cuts += 1
             prev.target[...] = tgt
             prev.output[...] = out
-            prev.support, prev.box = support.copy(), box
+            prev.support, prev.box, prev.thumb = support.copy(), box, thumb
         elif prev is not None:
             x0, y0 = min(box[0], prev.box[0]), min(box[1], prev.box[1])
             x1, y1 = max(box[2], prev.box[2]), max(box[3], prev.box[3])
@@ -366,9 +370,9 @@ class VideoQuality:
             row["flicker_output"], row["flicker_target"] = s_out / count, s_tgt / count
             prev.target[...] = tgt  # reuse the buffers: no allocation per frame
             prev.output[...] = out
-            prev.support, prev.box = support.copy(), box
+            prev.support, prev.box, prev.thumb = support.copy(), box, thumb
         else:
-            self._prev = _Previous(tgt.copy(), out.copy(), support.copy(), box)
+            self._prev = _Previous(tgt.copy(), out.copy(), support.copy(), box, thumb)
 
     def _add_edges(self, tgt: np.ndarray, out: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
                    row: dict[str, float | bool | None]) -> None:  # fmt: skip

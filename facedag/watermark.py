@@ -237,14 +237,19 @@ class _Layout:
 # --- embedding -------------------------------------------------------------------------------
 
 
+def _halve(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`img` halved (area average) while it is at least 4x `size` (w, h) both ways."""
+    while img.shape[1] >= 4 * size[0] and img.shape[0] >= 4 * size[1]:
+        h, w = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    return img
+
+
 def _shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """`img` averaged down to `size` (w, h). OpenCV's area resize is ~10x faster for an exact
     halving than for an arbitrary ratio (0.1 vs 1 ms at 640x480), so halve while the frame is 4x
     too big, then resize the rest of the way."""
-    while img.shape[1] >= 4 * size[0] and img.shape[0] >= 4 * size[1]:
-        h, w = img.shape[0] // 2, img.shape[1] // 2
-        img = cv2.resize(img[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(_halve(img, size), size, interpolation=cv2.INTER_AREA)
 
 
 _MASK_SIZE = (2 * GRID[1], 2 * GRID[0])  # (w, h) of the small copy the gain map is computed on
@@ -372,8 +377,12 @@ class _Accumulator:
 
     def add(self, y: np.ndarray) -> None:
         """Add the next Y plane (any size, uint8 or float)."""
+        # the halvings both grids take, done once (each _shrink then goes on from here, so the
+        # cells are exactly those of the whole frame)
+        side = max(GRID)
+        base = _halve(np.asarray(y, np.float32), (side, side))
         for turned, sums in self.sums.items():
-            cells = _cells(y, turned)
+            cells = _cells(base, turned)
             if turned in self._prev:
                 diff = self._prev[turned] - cells
                 scale = float(np.median(np.abs(diff))) + 1e-3

@@ -113,14 +113,21 @@ SHOTS = {
 }
 
 
-def test_dedupe_stage_holds_out_whole_shots_and_their_near_copies(tmp_path):
+def write_shots(root):
+    """The planted faces in the clips of SHOTS, with trim's selection.parquet naming their shots;
+    returns (names, feature table)."""
     names, images, table, _ = planted()
     clip_of = {face: clip for clip, (_, _, faces) in SHOTS.items() for face in faces}
-    write_aligned(tmp_path, names, images, table, clips=[clip_of[n] for n in names])
-    trim = tmp_path / "data/trim/src"
+    write_aligned(root, names, images, table, clips=[clip_of[n] for n in names])
+    trim = root / "data/trim/src"
     trim.mkdir(parents=True)
     pd.DataFrame([{"shot": c[:-4], "sha256": sha, "scene": scene, "clip": c} for c, (sha, scene, _) in SHOTS.items()]
                  ).to_parquet(trim / "selection.parquet")
+    return names, table
+
+
+def test_dedupe_stage_holds_out_whole_shots_and_their_near_copies(tmp_path):
+    names, _ = write_shots(tmp_path)
     proc = run_stage(tmp_path, PARAMS)
     assert proc.returncode == 0, proc.stderr
 
@@ -174,13 +181,7 @@ def test_dedupe_stage_without_input_fails_clearly(tmp_path):
 def test_the_held_out_split_keeps_the_only_shot_of_the_targets_pose(tmp_path):
     """Unweighted, shot aaaa#0 (base, turned) is held out (above). When the target turns like
     `turned`, the only face at that pose, that shot stays in training and another goes."""
-    names, images, table, _ = planted()
-    clip_of = {face: clip for clip, (_, _, faces) in SHOTS.items() for face in faces}
-    write_aligned(tmp_path, names, images, table, clips=[clip_of[n] for n in names])
-    trim = tmp_path / "data/trim/src"
-    trim.mkdir(parents=True)
-    pd.DataFrame([{"shot": c[:-4], "sha256": sha, "scene": scene, "clip": c} for c, (sha, scene, _) in SHOTS.items()]
-                 ).to_parquet(trim / "selection.parquet")
+    names, table = write_shots(tmp_path)
     turned = table.iloc[names.index("turned")]
     pose = {"yaw": float(turned["yaw"]), "pitch": float(turned["pitch"])}
     assert (table["yaw"] > pose["yaw"] - 8).sum() == 1  # nothing else near that yaw
