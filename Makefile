@@ -49,6 +49,6 @@ bench: venv
 	$(PY) -m benchmarks.run
 
 # SIGKILL every stage at random moments (5 trials each), rerun, check nothing was lost:
-# benchmarks/chaos.json. Not in CI (about 15 minutes); tests/test_chaos.py is the CI version.
+# benchmarks/chaos.json. Not in CI (about 15 minutes); tests/stages/test_chaos.py is the CI version.
 chaos: venv
 	$(PY) -m benchmarks.chaos --trials 5

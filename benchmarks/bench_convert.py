@@ -1,10 +1,10 @@
 """convert throughput on the 640x480 sample (../shared/samples/video_02.mp4).
 
 Figures (see benchmarks/common.py for the format):
-- `convert_fps`: frames per second through facedag.convert.convert_video with the shipped
+- `convert_fps`: frames per second through facedag.swap.convert.convert_video with the shipped
   `convert` defaults and a real model at base.face_size 128: a freshly initialised
   FaceSwapModel (the demo widths from `train` params) saved with save_model and loaded by
-  facedag.model.Swapper, as the stage does (throughput does not depend on what the weights
+  facedag.training.model.Swapper, as the stage does (throughput does not depend on what the weights
   learned). Decode, detect + follow, smooth, align, swap (batched), mask, colour match
   (rct), paste, FFV1 encode: everything but the atomic rename.
   Baseline, measured in the same run: the same pass with the identity function as the swap
@@ -32,8 +32,8 @@ FACE_SIZE = 128
 
 
 def _passthrough(path: Path, out: Path) -> tuple[int, float]:
-    from facedag.convert import VideoWriter, frame_rate
-    from facedag.media import iter_frames, probe
+    from facedag.sources.media import iter_frames, probe
+    from facedag.swap.convert import VideoWriter, frame_rate
 
     info = probe(path)
     t = time.perf_counter()
@@ -47,8 +47,8 @@ def _passthrough(path: Path, out: Path) -> tuple[int, float]:
 
 
 def _convert(path: Path, out: Path, swap: Any) -> tuple[int, int, float]:
-    from facedag.convert import convert_video
     from facedag.params import Convert
+    from facedag.swap.convert import convert_video
 
     t = time.perf_counter()
     stats = convert_video(path, out, swap, FACE_SIZE, Convert())
@@ -61,15 +61,15 @@ def run() -> dict[str, dict]:
         return {}
     import torch
 
-    from facedag.model import FaceSwapModel, ModelConfig, Swapper, save_model
     from facedag.params import Convert, Train
+    from facedag.training.model import ModelConfig, Swapper, build_model, save_model
 
     tr = Train()
     with tempfile.TemporaryDirectory(prefix="bench_convert.") as tmp:
         work = Path(tmp)
         torch.manual_seed(0)
         cfg = ModelConfig(FACE_SIZE, tr.encoder_width, tr.decoder_width, tr.bottleneck, ("src", "dst"))
-        save_model(FaceSwapModel(cfg), cfg, work / "models", {"step": 0, "note": "benchmark: untrained"})
+        save_model(build_model(cfg), cfg, work / "models", {"step": 0, "note": "benchmark: untrained"})
         swapper = Swapper(work / "models", "src", device="cpu", batch=Convert().batch)
 
         def identity(faces: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ pose/lighting distribution (mostly frontal, a few turns) stands in, and the figu
 
 Both selections get the same faces (those that pass the blur filter) and the same budget
 (a quarter of them, at most 500), and are scored on the same grid: the cells of
-facedag.coverage.pose_light_grid (yaw x pitch x luminance x lighting direction) that the
+facedag.curation.coverage.pose_light_grid (yaw x pitch x luminance x lighting direction) that the
 selection covers, and the entropy (bits) of its faces over those cells.
 
 The baseline, `dfl_final`, follows DeepFaceLab's `sort_best` ("final"): 128 yaw bins over
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import SAMPLES, figure
-from facedag.coverage import pose_light_grid, summary
-from facedag.curate import THUMB, balance, curate, signature
+from facedag.curation.coverage import pose_light_grid, summary
+from facedag.curation.curate import THUMB, balance, curate, signature
 from facedag.tables import decode_image
 
 SAMPLE = SAMPLES / "video_02.mp4"
@@ -76,10 +76,10 @@ def dfl_final(yaw_deg: np.ndarray, pitch_deg: np.ndarray, sharp: np.ndarray, tar
 
 def sample_faces(path: Any, max_frames: int = 600) -> tuple[pd.DataFrame, list[bytes]]:
     """Every face of a clip, aligned and measured as the extract and align stages do."""
-    from facedag.align import align_face, aligned_matrix, check_landmarks
-    from facedag.detect import FaceDetector
-    from facedag.features import face_features, head_pose
-    from facedag.media import iter_frames
+    from facedag.faces.align import align_face, aligned_matrix, check_landmarks
+    from facedag.faces.detect import FaceDetector
+    from facedag.faces.features import face_features, head_pose
+    from facedag.sources.media import iter_frames
 
     det = FaceDetector(min_size=24)
     rows: list[dict[str, float]] = []

@@ -5,7 +5,7 @@ Figures (see benchmarks/common.py for the format):
   in-process with the stages' own functions and the shipped `extract`/`base` defaults:
   decode (PyAV) + detect (RetinaFace, batched) + pick/track + loose crop + crop JPEG encode
   and decode + align warp + head pose + features + aligned JPEG encode, every frame at the
-  native rate. Baseline `decode_fps`: decoding alone (`facedag.media.iter_frames`), the ceiling.
+  native rate. Baseline `decode_fps`: decoding alone (`facedag.sources.media.iter_frames`), the ceiling.
   Beside it, `fps_at_detect_max_side_640`: the same with detection at the clip's full size.
 - `decode_fps`: the same decode figure on its own (baseline: the extract figure).
 - `extract_peak_rss_mb`: peak resident memory of the real extract and align stages run on
@@ -33,7 +33,7 @@ REPEATS = 3
 
 
 def decode_pass(path: Path) -> tuple[int, float]:
-    from facedag import media
+    from facedag.sources import media
 
     t = time.perf_counter()
     n = sum(1 for _ in media.iter_frames(path))
@@ -43,14 +43,16 @@ def decode_pass(path: Path) -> tuple[int, float]:
 def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
     """(frames, faces, seconds) of extract + align's per-frame work over `path` (`ex`: an
     `Extract` section, the shipped defaults when None)."""
-    from facedag.align import loose_crop
-    from facedag.detect import FaceDetector, FaceFollower, follow_faces
-    from facedag.media import iter_frames
+    from facedag.faces.align import loose_crop
+    from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
+    from facedag.faces.landmarkers import LANDMARKERS
+    from facedag.faces.measure import align_face_row
     from facedag.params import Align, Base, Extract
+    from facedag.sources.media import iter_frames
     from facedag.tables import encode_image
-    from stages.align import align_row
 
     ex, al, base = ex or Extract(), Align(), Base()
+    landmarker = LANDMARKERS.get(al.landmarker)()
     detector = FaceDetector(ex.score_threshold, ex.min_size, ex.detect_max_side, max_batch=ex.batch)
     follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
     frames = faces = 0
@@ -60,8 +62,8 @@ def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
         for det, _track in chosen:
             crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
             data = encode_image(crop, "jpg", 95)
-            aligned, _m, _feats = align_row(
-                data, cm.reshape(-1), det.landmarks.reshape(-1), frame.image.shape[:2], base.face_size
+            aligned, _m, _feats = align_face_row(
+                data, cm.reshape(-1), det.landmarks.reshape(-1), frame.image.shape[:2], base.face_size, landmarker
             )
             encode_image(aligned, al.image_format, al.jpeg_quality)
             faces += 1
@@ -69,7 +71,7 @@ def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
 
 
 def _concat(src: Path, dst: Path, times: int) -> None:
-    from facedag.media import ffmpeg_input, run_ffmpeg
+    from facedag.sources.media import ffmpeg_input, run_ffmpeg
 
     listing = dst.with_suffix(".txt")
     quoted = str(src.resolve()).replace("'", "'\\''")
@@ -140,7 +142,7 @@ def run() -> dict[str, dict]:
         thrice = _peak_in_subprocess(long_clip, tmp_path / "thrice")
     return {
         "extract_fps": figure(
-            best_ext, "frames/s", "decode alone (facedag.media.iter_frames)", best_dec,
+            best_ext, "frames/s", "decode alone (facedag.sources.media.iter_frames)", best_dec,
             clip=CLIP.name, frames=frames, faces=faces, detect_max_side=Extract().detect_max_side,
             fps_at_detect_max_side_640=round(best_full, 3),
             note=f"extract+align per-frame work, native rate, best of {REPEATS}",

@@ -1,9 +1,9 @@
 """Training throughput: examples (faces) per second of our full training step, beside a plain fp32
 loop of the same model in the same run.
 
-- ours: what facedag.training does per step: for each of the 2 identities a batch sampled from the
-  resident uint8 dataset, GPU-side augmentation (facedag.augment: warp, flip, colour, light), the
-  model, the masked SSIM + L1 loss (facedag.losses), then one AdamW step. fp32 on the CPU; bf16
+- ours: what facedag.training.loop does per step: for each of the 2 identities a batch sampled from the
+  resident uint8 dataset, GPU-side augmentation (facedag.training.augment: warp, flip, colour, light), the
+  model, the masked SSIM + L1 loss (facedag.training.losses), then one AdamW step. fp32 on the CPU; bf16
   autocast under CUDA (as training runs).
 - baseline ("plain fp32 loop"): the same model, batch and AdamW in fp32 on the same faces with no
   augmentation and a plain mean-squared-error loss: the cost of the network alone, so the gap is
@@ -14,7 +14,7 @@ and `128px` (the size the README suggests for real runs: widths 64/64, bottlenec
 On CUDA (not on the 2-core CI machine) each also gets bf16 + channels_last and torch.compile
 variants and an MFU (model FLOPs per step counted by torch.utils.flop_counter, over the GPU's dense
 bf16 peak).
-Faces: the demo portraits aligned a few ways (facedag.dataset.write_portrait_dataset).
+Faces: the demo portraits aligned a few ways (facedag.training.portrait_set).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import figure
-from facedag.augment import AugmentConfig, augment
-from facedag.dataset import dataset_path, load_dataset, write_portrait_dataset
-from facedag.losses import masked_loss, weight_map
-from facedag.model import FaceSwapModel, ModelConfig
 from facedag.params import Train
-from facedag.training import Sampler
+from facedag.training.augment import AugmentConfig, augment
+from facedag.training.dataset import dataset_path, load_dataset
+from facedag.training.losses import masked_loss, weight_map
+from facedag.training.model import FaceSwapModel, ModelConfig, build_model
+from facedag.training.portrait_set import write_portrait_dataset
+from facedag.training.sampler import Sampler
 
 IDS = ("src", "dst")
 MODELS = {
@@ -69,7 +70,7 @@ def _steps(spec: dict[str, Any], sets: dict, device: torch.device, ours: bool, b
            channels_last: bool = False, compile_: bool = False) -> tuple[Callable[[], None], FaceSwapModel]:
     torch.manual_seed(0)
     cfg = ModelConfig(spec["face_size"], spec["encoder_width"], spec["decoder_width"], spec["bottleneck"], IDS)
-    model = FaceSwapModel(cfg).to(device)
+    model = build_model(cfg).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if compile_ else model
@@ -104,7 +105,7 @@ def _flops_per_step(spec: dict[str, Any], device: torch.device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = ModelConfig(spec["face_size"], spec["encoder_width"], spec["decoder_width"], spec["bottleneck"], IDS)
-    model = FaceSwapModel(cfg).to(device)
+    model = build_model(cfg).to(device)
     counter = FlopCounterMode(display=False)
     with counter:
         for name in IDS:
@@ -132,7 +133,7 @@ def run(min_seconds: float = 6.0) -> dict[str, dict[str, Any]]:
                 variants["compile"] = _steps(spec, sets, device, ours=True, bf16=True, channels_last=True,
                                              compile_=True)[0]
             secs = _time_interleaved(variants, device, min_seconds)
-            # the headline is what facedag.training runs: the full step in channels_last
+            # the headline is what facedag.training.loop runs: the full step in channels_last
             base_s, ours_s = secs["baseline"], secs["channels_last"]
             extra: dict[str, Any] = {
                 "model": {k: v for k, v in spec.items() if k != "batch"}, "batch_per_identity": spec["batch"],

@@ -52,7 +52,7 @@ def _planes(path: Path, limit: float = float("inf")) -> Iterator[np.ndarray]:
 
 def _embed_pass(path: Path, mark: bool) -> tuple[int, float, float]:
     """(frames, seconds for the whole loop, seconds inside mark_y)."""
-    from facedag.watermark import Embedder
+    from facedag.provenance.watermark import Embedder
 
     embedder = None
     n, in_mark = 0, 0.0
@@ -74,7 +74,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _mark_psnrs(path: Path) -> list[float]:
-    from facedag.watermark import Embedder
+    from facedag.provenance.watermark import Embedder
 
     out, embedder = [], None
     for n, planes in enumerate(_planes(path)):
@@ -95,8 +95,8 @@ def _codec_psnr(coded: Path, src: Path) -> float:
 def _encode(path: Path, dst: Path, mark: bool, box: bool) -> None:
     """The first VERIFY_SECONDS of `path` encoded like render (CRF 18, medium), marked or not, with
     or without a black box over a corner standing in for the label."""
-    from facedag.media import ffmpeg_exe, ffmpeg_input
-    from facedag.watermark import Embedder
+    from facedag.provenance.watermark import Embedder
+    from facedag.sources.media import ffmpeg_exe, ffmpeg_input
 
     proc = embedder = None
     for index, planes in enumerate(_planes(path, VERIFY_SECONDS)):
@@ -139,7 +139,7 @@ def run() -> dict[str, dict]:
     if not CLIP.exists():
         print(f"bench_watermark: {CLIP} is absent, no figures")
         return {}
-    from facedag.watermark import detect_file
+    from facedag.provenance.watermark import detect_file
 
     with tempfile.TemporaryDirectory(prefix="bench_watermark.") as tmp:
         work = Path(tmp)

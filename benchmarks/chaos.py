@@ -16,7 +16,7 @@ reference (timing each stage), then for each stage, last stage first, `--trials`
    files of atomic writes are not outputs);
 3. `dvc repro --single-item --force <stage>`, which must exit 0. Forced, so that the stage
    really runs: unforced, DVC would check the reference's outputs out of its cache (whole,
-   but that tests DVC, not the stage; tests/test_chaos.py covers the unforced rerun of a first
+   but that tests DVC, not the stage; tests/stages/test_chaos.py covers the unforced rerun of a first
    run). The log tells whether it resumed (extract: `resuming: k of n clips done`, convert:
    `resuming: k of ~n chunks done`, train: `resumed from step N`) or started over;
 4. checks: every output parses (`valid`), no temp file of an atomic write is left beside
@@ -32,7 +32,7 @@ a rerun changes only its own stage's outputs, and the stages after it were teste
 Writes `benchmarks/chaos.json` (atomically): per stage trials, kills, reruns_ok, resumed,
 restarted, equal, valid, status_clean, half_files_found, temp_files_left,
 seconds, plus the machine, date, seed and the reference's stage durations. Not in CI (it
-takes about (trials x 14 stages) x 20 s); tests/test_chaos.py is the CI version with one
+takes about (trials x 14 stages) x 20 s); tests/stages/test_chaos.py is the CI version with one
 kill per stage at a fixed point.
 """
 
@@ -76,7 +76,7 @@ COUNTS = ("trials", "kills", "reruns_ok", "resumed", "restarted", "equal", "vali
 RESUMED = re.compile(r"resuming: \d+ of|resumed from step [1-9]")
 
 
-# -- helpers shared with tests/test_chaos.py ------------------------------------------------------
+# -- helpers shared with tests/stages/test_chaos.py ------------------------------------------------------
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -256,7 +256,7 @@ def fingerprints(root: Path, outs: Iterable[str]) -> dict[str, str]:
 def make_chaos_project(root: Path) -> Path:
     """The throwaway project: demo sources, this code, TINY + EXTRA_PARAMS, a fresh git + DVC repo."""
     sys.path.insert(0, str(REPO))
-    from facedag.demo import build_all
+    from facedag.sources.demo import build_all
     from tests.conftest import TINY, deep_update, make_project
 
     demo = root.parent / "demo"

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import SAMPLES, device_name
-from facedag.blend import COLOUR_MODES
+from facedag.swap.colour import COLOUR
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -45,7 +45,7 @@ CODE = ("facedag", "stages", "flows")
 DEFAULT_COLOUR = yaml.safe_load((REPO / "params.yaml").read_text())["convert"]["colour"]
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
-    *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR_MODES if mode != DEFAULT_COLOUR],
+    *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR.names() if mode != DEFAULT_COLOUR],
     ("erode 0", {"convert.mask_erode": 0.0}),
     ("erode 0.05", {"convert.mask_erode": 0.05}),
     ("feather 0.02", {"convert.mask_feather": 0.02}),
@@ -76,8 +76,8 @@ def _copy_code(root: Path) -> None:
 
 def setup(workdir: Path, train_minutes: float) -> Path:
     """The project on the samples, trained; returns its root."""
-    from facedag.demo import build_all
     from facedag.records import sha256_file
+    from facedag.sources.demo import build_all
 
     sample = SAMPLES / "video_02.mp4"
     if not sample.is_file():
@@ -153,13 +153,13 @@ def sweep(workdir: Path, out: Path) -> dict[str, Any]:
 
 def raw_vs_average(root: Path) -> dict[str, Any]:
     """The newest checkpoint's raw weights and their moving average, each scored on the
-    held-out faces (facedag.training.evaluate): {"step", "ema", "raw": {identity: {ssim, psnr,
+    held-out faces (facedag.training.scoring.evaluate): {"step", "ema", "raw": {identity: {ssim, psnr,
     l1}}, "average": {...}}, or {} when the checkpoint has no average."""
-    from facedag.checkpoint import list_checkpoints, load_checkpoint
-    from facedag.dataset import load_dataset
-    from facedag.losses import face_region
-    from facedag.model import FaceSwapModel, ModelConfig
-    from facedag.training import evaluate
+    from facedag.training.checkpoint import list_checkpoints, load_checkpoint
+    from facedag.training.dataset import load_dataset
+    from facedag.training.losses import face_region
+    from facedag.training.model import ModelConfig, build_model
+    from facedag.training.scoring import evaluate
 
     checkpoints = list_checkpoints(root / "models" / "checkpoints")
     if not checkpoints:
@@ -173,7 +173,7 @@ def raw_vs_average(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"step": int(state["step"]),
                            "ema": yaml.safe_load((root / "params.yaml").read_text())["train"].get("ema")}
     for name, weights in (("raw", state["model"]), ("average", state["ema"])):
-        model = FaceSwapModel(cfg)
+        model = build_model(cfg)
         model.load_state_dict(weights)
         out[name] = evaluate(model, sets, region)
     return out

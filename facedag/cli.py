@@ -28,7 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     from facedag.params import load_params
     from facedag.preflight import preflight
     from facedag.records import StageFailed
-    from flows.pipeline import pipeline, result_files
+    from flows.local_server import LocalServerError, ensure_api, stop_local_server
+    from flows.pipeline import next_steps, pipeline, result_files
 
     # the whole pipeline: every check before any work starts (one line per problem); named
     # stages may run before a target or consent exists (gathering footage comes first), so
@@ -46,14 +47,22 @@ def _run(args: argparse.Namespace) -> int:
     if problems:
         return 1
     try:
+        ensure_api(log=lambda line: print(line, flush=True))
         rows = pipeline(root=args.root, targets=args.stages or None)
+    except LocalServerError as exc:
+        print(f"facedag run: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the flow already logged the stage's own error lines
         print(f"facedag run: failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        stop_local_server()  # before the summary, so that its shutdown lines do not follow it
     ran = sum(r["status"] == "ran" for r in rows)
     print(f"facedag run: {len(rows)} stages, {ran} ran, {len(rows) - ran} skipped or not built yet")
     for path in result_files(args.root):
         print(f"  {path}")
+    for line in next_steps(args.root):
+        print(line)
     return 0
 
 
@@ -68,7 +77,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from facedag.demo import main as demo_main
+    from facedag.sources.demo import main as demo_main
 
     return demo_main([args.out])
 
@@ -105,7 +114,7 @@ def _check_secrets(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from facedag.verify import main as verify_main
+    from facedag.provenance.verify import main as verify_main
 
     return verify_main(args.file, args.record)
 

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from facedag.records import StageFailed
+from facedag.registry import check_plugin
 
 # speed vs size of x264 encodes
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"]
+
+
+def plugin(package: str, what: str) -> object:
+    """A params value that names a file of plugin folder `package` (facedag.registry): adding a
+    file there is all it takes to make its name a valid value."""
+    return Annotated[str, AfterValidator(lambda name: check_plugin(package, name, what))]
+
+
+Landmarker = plugin("facedag.faces.landmarkers", "landmarker")
+Layout = plugin("facedag.training.layouts", "model layout")
+MaskKind = plugin("facedag.swap.masks", "mask kind")
+ColourMode = plugin("facedag.swap.colour", "colour mode")
 
 
 class Section(BaseModel):
@@ -33,7 +46,7 @@ class Base(Section):
 
 class Consent(Section):
     """Who agreed to what, on which basis. train and convert refuse to run without one
-    (facedag.consent); the data stages do not need it, so footage can be gathered first."""
+    (facedag.provenance.consent); the data stages do not need it, so footage can be gathered first."""
 
     subject: str = Field(min_length=1)
     basis: Literal["consent", "licence", "self"]
@@ -119,7 +132,7 @@ class Extract(Section):
 
 class Profile(Section):
     """The profile@ID stage: the pose and lighting of the face convert will replace in the target,
-    so that trim and dedupe of convert.swap_to weight their selection toward it (facedag.target_profile)."""
+    so that trim and dedupe of convert.swap_to weight their selection toward it (facedag.curation.target_profile)."""
 
     fps: float = Field(4.0, gt=0, description="target frames sampled per second")
     max_samples: int = Field(
@@ -128,6 +141,9 @@ class Profile(Section):
 
 
 class Align(Section):
+    landmarker: Landmarker = Field(  # type: ignore[valid-type]
+        "retinaface", description="where each face's landmarks come from (a file of facedag/faces/landmarkers)"
+    )
     image_format: Literal["jpg", "png"] = Field("jpg", description="encoding of the aligned face in aligned.parquet")
     jpeg_quality: int = Field(95, ge=50, le=100)
 
@@ -157,7 +173,7 @@ class Dedupe(Section):
 
 
 class Train(Section):
-    """The train stage: one shared encoder, one decoder per identity (facedag.model, facedag.training).
+    """The train stage: one shared encoder, one decoder per identity (facedag.training.model, facedag.training.loop).
 
     The defaults are the demo: a small model (widths 16, bottleneck 128) that learns a visible,
     blurry likeness on 2 CPU cores in a few minutes at base.face_size 64..128. Real runs use a GPU,
@@ -166,6 +182,7 @@ class Train(Section):
     resumes from the last checkpoint each time, and checkpoint_every/preview_every 1000.
     """
 
+    layout: Layout = Field("df", description="model layout (a file of facedag/training/layouts)")  # type: ignore[valid-type]
     max_steps: int = Field(800, ge=1, description="total optimiser steps; raising it continues the same run")
     max_minutes: float = Field(6.0, gt=0, description="wall-clock budget of one run; it then checkpoints and stops")
     session_minutes: float = Field(
@@ -216,8 +233,10 @@ class Convert(Section):
     batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
     mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
     mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
-    colour: Literal["rct", "avg", "hist", "none"] = Field(
-        "avg", description="colour matching to the target face (avg: best flicker, seam and colour gap in the sweep)"
+    mask: MaskKind = Field("hull", description="blend mask kind (a file of facedag/swap/masks)")  # type: ignore[valid-type]
+    colour: ColourMode = Field(  # type: ignore[valid-type]
+        "avg", description="colour matching to the target face, a file of facedag/swap/colour (avg: best flicker, "
+        "seam and colour gap in the sweep)"
     )
     smooth_min_cutoff: float = Field(0.5, gt=0, description="One Euro min cutoff (Hz): lower = steadier, more lag")
     smooth_beta: float = Field(10.0, ge=0, description="One Euro speed coefficient (per face width/s): less lag")
@@ -225,7 +244,7 @@ class Convert(Section):
 
 
 class Evaluate(Section):
-    """The evaluate_model and evaluate_video stages (facedag.evaluate)."""
+    """The evaluate_model and evaluate_video stages (facedag.quality.evaluate_model, facedag.quality.evaluate_video)."""
 
     model: Literal["best", "last"] = Field(
         "best", description="weights scored on held-out faces: best (models/best.safetensors) or last (model.*)"
@@ -234,7 +253,7 @@ class Evaluate(Section):
 
 
 class C2pa(Section):
-    """Signing output.mp4 with a C2PA manifest (facedag.c2pa_sign). Off until cert and key are set.
+    """Signing output.mp4 with a C2PA manifest (facedag.provenance.c2pa_sign). Off until cert and key are set.
 
     Paths, not secrets: the key file stays out of git (a secrets store, or `dvc add`-ed
     elsewhere); only its location is a param. C2PA refuses self-signed certificates: the cert

@@ -10,10 +10,10 @@ record, after hours of training. Every check here is cheap (no download, no full
 2. Each identity's sources: a local path (or file:// URL) must exist; a URL scheme must be one
    download takes (http, https); `end` must be after `start`. URLs are not fetched.
 3. `convert.swap_to` and `convert.replace` name identities.
-4. Consent records (facedag.consent.require_consent) of every identity and of the target:
+4. Consent records (facedag.provenance.consent.require_consent) of every identity and of the target:
    what train and convert refuse to run without.
-5. The target: a local file that decodes (facedag.media.probe) and shows at least one face in
-   `TARGET_SAMPLES` frames spread over it (RetinaFace, facedag.detect.FaceDetector, with
+5. The target: a local file that decodes (facedag.sources.media.probe) and shows at least one face in
+   `TARGET_SAMPLES` frames spread over it (RetinaFace, facedag.faces.detect.FaceDetector, with
    convert's thresholds), all within `timeout` seconds.
 
 Contract: `preflight()` returns the problems, each a single line that starts with the params
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from facedag.consent import require_consent
-from facedag.fetch import is_url, local_path
 from facedag.params import Params, load_params
+from facedag.provenance.consent import require_consent
 from facedag.records import Rejected, StageFailed
+from facedag.sources.fetch import is_url, local_path
 
 TARGET_SAMPLES = 8
 TARGET_TIMEOUT_S = 30.0
@@ -133,12 +133,12 @@ def _target_problems(params: Params, root: Path, check_face: bool, timeout: floa
 def _read_target(path: Path, params: Params, check_face: bool) -> str | None:
     """Probe the target and look for a face in TARGET_SAMPLES frames spread over it (one seek each,
     so a long target costs no more than a short one). Returns the problem line, or None."""
-    from facedag.media import iter_frames, probe
+    from facedag.sources.media import iter_frames, probe
 
     info = probe(path)
     if not check_face:
         return None
-    from facedag.detect import FaceDetector
+    from facedag.faces.detect import FaceDetector
 
     frames = []
     for k in range(TARGET_SAMPLES):

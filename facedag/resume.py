@@ -8,7 +8,7 @@ under the system temp dir, one folder per working directory; `FACEDAG_RESUME_ROO
 overrides both.
 
 A resume folder belongs to one *key*: a hash of everything that decides the stage's result
-(its params section and `base`, the sha256 of its inputs, the source of its code modules,
+(its params section and `base`, the sha256 of its inputs, the source of its code (facedag.codedeps),
 the versions of the libraries that compute it). Opening it with another key empties it
 first, so a partial result made by other code, params or inputs is never reused. Every part
 is written atomically (facedag.records.atomic_path), and a part counts as done only when
@@ -34,7 +34,6 @@ import errno
 import fnmatch
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from facedag.codedeps import PROJECT, source_files
 from facedag.records import StageFailed, atomic_path, atomic_write_json, sha256_file
 
 ROOT_ENV = "FACEDAG_RESUME_ROOT"
@@ -65,14 +65,13 @@ def resume_root(cwd: str | os.PathLike[str] | None = None) -> Path:
     return Path(tempfile.gettempdir()) / f"facedag-resume-{tag}"
 
 
-def code_version(modules: Iterable[str]) -> str:
-    """sha256 over the source of `modules` (dotted names): any code change gives a new key."""
+def code_version(module: str) -> str:
+    """sha256 over the source of `module` and every project module it imports
+    (facedag.codedeps, the same files dvc.yaml lists as the stage's code deps): any code
+    change gives a new key."""
     digest = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"no source for module {name}")
-        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
+    for path in source_files(module):
+        digest.update(str(path.relative_to(PROJECT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

@@ -27,7 +27,7 @@ FACE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("track", pa.int32()),
     ("score", pa.float32()),
     ("bbox", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1
-    ("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, facedag.detect order
+    ("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, facedag.faces.detect order
 ]
 
 # extract's faces.parquet: plus the loose crop align warps from, and where it came from.
@@ -37,7 +37,7 @@ FACES_SCHEMA = pa.schema([
     ("crop_matrix", pa.list_(pa.float64(), 6)),  # 2x3 row-major, frame px -> crop px
 ])  # fmt: skip
 
-# What align measures per face (facedag.features).
+# What align measures per face (facedag.faces.features).
 FEATURES = ["yaw", "pitch", "roll", "luminance", "asymmetry", "contrast", "warmth", "cct",
             "sharpness", "mouth_open", "eyes_open"]  # fmt: skip
 

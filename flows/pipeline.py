@@ -38,6 +38,22 @@ def result_files(root: str | Path) -> list[Path]:
     """The run's outputs worth looking at, in RESULTS order."""
     root = Path(root)
     return [path for pattern in RESULTS for path in sorted(root.glob(pattern))]
+
+
+def next_steps(root: str | Path) -> list[str]:
+    """The three lines a finished run ends with: the video, the report, the marks (when they exist)."""
+    root = Path(root)
+    video, report = root / "data/render/output.mp4", root / "data/report/index.html"
+    lines = []
+    if video.is_file():
+        lines.append(f"output video: {video} (the swapped video, labelled, watermarked, record beside it)")
+    if report.is_file():
+        lines.append(f"report:       open {report.resolve().as_uri()} in a browser")
+    if video.is_file():
+        lines.append(f"verify marks: .venv/bin/facedag verify {video}")
+    return lines
+
+
 _SKIPPED = re.compile(r"didn't change, skipping$")
 # the train stage's log line: "train: step 100/800 | loss ... | held-out SSIM ... | EG/s ... | min left ..."
 _STEP = re.compile(r"\bstep (\d+)/(\d+) \| (.+)$")

@@ -23,10 +23,12 @@ PREFECT_API_AUTH_STRING) and put TLS in front.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,6 +40,8 @@ from uuid import UUID
 
 import httpx
 
+from flows.local_server import database_exists, startup_allowance
+
 CPU_POOL, GPU_POOL = "cpu", "gpu"
 PIPELINE_DEPLOYMENT, SESSION_DEPLOYMENT = "pipeline", "train-session"
 PIPELINE_FLOW, SESSION_FLOW = "facedag-pipeline", "facedag-train-session"  # the @flow names
@@ -45,6 +49,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SERVER_AUTH_ENV, CLIENT_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
 VENV_BIN = Path(sys.executable).parent
+STOP_GRACE_S = 5.0  # seconds a worker or the server has to stop on SIGTERM before SIGKILL
 
 
 def api_url(host: str, port: int) -> str:
@@ -87,6 +92,19 @@ def child_env(url: str | None = None) -> dict[str, str]:
     return env
 
 
+def _stoppable_children() -> None:
+    """Make sure the children started next can be stopped by a signal.
+
+    A command started in the background by a non-interactive shell has SIGINT ignored, and an
+    ignored signal stays ignored across exec (handlers do not). Prefect's worker answers SIGTERM
+    by sending itself SIGINT: with SIGINT ignored it never stops (measured: still running after
+    10 minutes; with SIGINT at its default, it stops in 0.5 s). So SIGINT gets a handler here
+    before any child starts.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _spawn(cmd: list[str], env: dict[str, str], log_file: Path | None, stack: ExitStack,
            cwd: str | None = None) -> subprocess.Popen[bytes]:
     """Start `cmd` in its own process group (Ctrl-C reaches only serve, which stops it in order)."""
@@ -94,24 +112,30 @@ def _spawn(cmd: list[str], env: dict[str, str], log_file: Path | None, stack: Ex
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         out = stack.enter_context(log_file.open("ab"))
+    _stoppable_children()
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM the process's group, then SIGKILL it after `timeout` seconds."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM the processes' groups all at once, then SIGKILL what is left after `grace` seconds.
+
+    All at once: stopping one after the other added each one's grace (Ctrl-C took 110 s). By
+    now the runs they were executing have been cancelled (and have checkpointed), so a worker
+    that does not stop in time has nothing left to lose.
+    """
+    live = [p for p in procs if p.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
+        for proc in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        live = [p for p in live if p.poll() is None]
+        if not live:
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def wait_for_server(url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
@@ -171,22 +195,21 @@ def register_deployments(root: str, session_minutes: float, schedule_minutes: fl
 
     The flows are loaded from the project folder (from_source), and runs start in that folder:
     a worker on another machine needs the project at the same path (a clone; README "Working as a team").
-    `to_deployment(...).apply()` rather than `Flow.deploy()`: in Prefect 3.8.8 with FastAPI 0.154,
-    deploy() first lists the pool's workers with `limit: null`, which the server rejects (422).
     """
     from prefect import flow
 
-    common: dict[str, Any] = dict(job_variables={"working_dir": root}, tags=["facedag"])
-    pipeline = flow.from_source(source=root, entrypoint="flows/pipeline.py:pipeline").to_deployment(
+    common: dict[str, Any] = dict(job_variables={"working_dir": root}, tags=["facedag"], print_next_steps=False,
+                                  ignore_warnings=True)
+    pipeline = flow.from_source(source=root, entrypoint="flows/pipeline.py:pipeline").deploy(
         name=PIPELINE_DEPLOYMENT, work_pool_name=CPU_POOL, parameters={"root": root},
         description="the whole facedag DAG (DVC skips what is up to date)", **common)
     schedule: dict[str, Any] = ({"cron": cron} if cron else
                                 {"interval": timedelta(minutes=schedule_minutes or session_minutes)})
-    session = flow.from_source(source=root, entrypoint="flows/train_session.py:train_session").to_deployment(
+    session = flow.from_source(source=root, entrypoint="flows/train_session.py:train_session").deploy(
         name=SESSION_DEPLOYMENT, work_pool_name=GPU_POOL, parameters={"root": root, "minutes": session_minutes},
         concurrency_limit=1, description="one training session: train, checkpoint, exit; the next one resumes",
         **schedule, **common)
-    return {PIPELINE_DEPLOYMENT: pipeline.apply(), SESSION_DEPLOYMENT: session.apply()}
+    return {PIPELINE_DEPLOYMENT: pipeline, SESSION_DEPLOYMENT: session}
 
 
 def cancel_active_runs(client: Any, deployment_ids: list[UUID], timeout: float = 90.0,
@@ -204,16 +227,12 @@ def cancel_active_runs(client: Any, deployment_ids: list[UUID], timeout: float =
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelling
 
-    # limit and sort given explicitly: Prefect 3.8.8's server under FastAPI 0.154 rejects the nulls the client
-    # sends by default (422).
     active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
         any_=[StateType.RUNNING, StateType.PENDING, StateType.CANCELLING])))
     deployments = DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids))
-    runs = client.read_flow_runs(flow_run_filter=active, deployment_filter=deployments, limit=200,
-                                  sort=FlowRunSort.ID_DESC)
+    runs = client.read_flow_runs(flow_run_filter=active, deployment_filter=deployments)
     for run in runs:
         if run.state and run.state.type != StateType.CANCELLING:
             log(f"facedag serve: cancelling {run.name} (it checkpoints first)")
@@ -221,15 +240,14 @@ def cancel_active_runs(client: Any, deployment_ids: list[UUID], timeout: float =
     deadline = time.monotonic() + timeout
     while runs and time.monotonic() < deadline:
         time.sleep(1.0)
-        runs = client.read_flow_runs(flow_run_filter=active, deployment_filter=deployments, limit=200,
-                                  sort=FlowRunSort.ID_DESC)
+        runs = client.read_flow_runs(flow_run_filter=active, deployment_filter=deployments)
     return len(runs)
 
 
 @contextmanager
 def serving(host: str = "127.0.0.1", port: int = 4200, schedule_minutes: float | None = None,
             session_minutes: float | None = None, workers: bool = True, root: str | Path = ".",
-            cron: str | None = None, log_dir: str | Path | None = None, startup_timeout: float = 120.0,
+            cron: str | None = None, log_dir: str | Path | None = None, startup_timeout: float | None = None,
             log: Callable[[str], None] = print) -> Iterator[Serving]:
     """Set up the server, pools, deployments and workers; on exit stop what it started (runs first)."""
     from prefect.client.orchestration import get_client
@@ -247,9 +265,9 @@ def serving(host: str = "127.0.0.1", port: int = 4200, schedule_minutes: float |
     with ExitStack() as stack:
         served = Serving(url, root, started_server=False, deployments={})
 
-        def stop_all() -> None:
-            for name in sorted(served.processes, key=lambda n: n == "server"):  # the server last
-                stop_process(served.processes[name])
+        def stop_all() -> None:  # the workers together, then the server they talk to
+            stop_processes([p for n, p in served.processes.items() if n != "server"])
+            stop_processes([p for n, p in served.processes.items() if n == "server"])
 
         stack.callback(stop_all)
         if server_answers(url):
@@ -257,10 +275,11 @@ def serving(host: str = "127.0.0.1", port: int = 4200, schedule_minutes: float |
         else:
             cmd = [str(VENV_BIN / "prefect"), "server", "start", "--host", host, "--port", str(port),
                    "--analytics-off"]
-            log(f"facedag serve: starting a Prefect server on {host}:{port}")
+            log(f"facedag serve: starting a Prefect server on {host}:{port}"
+                + ("" if database_exists() else "; the first start sets up its database"))
             served.processes["server"] = _spawn(cmd, child_env(), logs / "server.log" if logs else None, stack)
             served.started_server = True
-            wait_for_server(url, served.processes["server"], startup_timeout)
+            wait_for_server(url, served.processes["server"], startup_timeout or startup_allowance())
         settings = {PREFECT_API_URL: url}
         if auth := client_auth():
             settings[PREFECT_API_AUTH_STRING] = auth
@@ -296,10 +315,11 @@ def serve(host: str = "127.0.0.1", port: int = 4200, schedule_minutes: float | N
           session_minutes: float | None = None, workers: bool = True, root: str | Path = ".",
           cron: str | None = None, log_dir: str | Path | None = None) -> int:
     """`facedag serve`: set everything up, then block until Ctrl-C (or SIGTERM), then stop it all."""
-    def on_term(_signum: int, _frame: Any) -> None:
+    def on_stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    # both explicit: a serve started in the background has SIGINT ignored (see _stoppable_children)
+    old = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with serving(host, port, schedule_minutes, session_minutes, workers, root, cron, log_dir) as served:
             print(f"facedag serve: the Prefect UI is at {served.url.removesuffix('/api')}  (Ctrl-C stops)", flush=True)
@@ -318,5 +338,6 @@ def serve(host: str = "127.0.0.1", port: int = 4200, schedule_minutes: float | N
         print(f"facedag serve: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     return 0

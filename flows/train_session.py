@@ -8,7 +8,7 @@ losing more than one session.
 The train stage runs through the pipeline's own `run_stage` (one DVC stage in its own process
 group) with `--force`: after a session DVC records train as up to date, and without --force the
 next session would be skipped instead of resumed. The session budget reaches the stage as the
-environment variable FACEDAG_TRAIN_MINUTES (facedag.training.SESSION_ENV), so no params change
+environment variable FACEDAG_TRAIN_MINUTES (facedag.training.stopping.SESSION_ENV), so no params change
 and dvc.lock still describes the model that was trained.
 
 Cancelling a run checkpoints first: the engine's SIGTERM reaches run_stage, which SIGTERMs the
@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from facedag.params import load_params
-from facedag.training import SESSION_ENV
+from facedag.training.stopping import SESSION_ENV
 from flows.dvc_graph import load_stages
 from flows.pipeline import has_default_remote, run_stage
 

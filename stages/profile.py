@@ -17,7 +17,7 @@ Reads  target.uri (ID = convert.swap_to only); params base.face_size, profile.fp
        min_size, policy, iou_threshold, track_max_gap, detect_max_side): the face is found as
        convert will find it
 Writes data/profile/ID/
-         target.json     facedag.target_profile.TargetProfile.to_dict: version, identity,
+         target.json     facedag.curation.target_profile.TargetProfile.to_dict: version, identity,
                          applies, note, target, policy, fps (sampled), duration, frames_sampled,
                          faces, complete, stopped, samples (per face found: time, yaw, pitch, roll,
                          mouth_open, eyes_open, luminance, asymmetry), histogram (on the default
@@ -25,7 +25,7 @@ Writes data/profile/ID/
                          per-axis marginals with edges/counts/shares; null without faces)
          metrics.json    applies, frames_sampled, faces, complete
          rejected.jsonl  the target, when it cannot be read or its decode stopped early
-                         (facedag.media's reason codes: not_found, not_a_video, undecodable,
+                         (facedag.sources.media's reason codes: not_found, not_a_video, undecodable,
                          timeout, ...)
 
 The profile is advice for curation, so a target that cannot be read, or shows no face, does
@@ -39,10 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+from facedag.curation.target_profile import TargetProfile, not_applicable
+from facedag.curation.target_scan import profile_target
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, atomic_write_json, write_metrics
 from facedag.stagekit import fresh_dir, identity_main
-from facedag.target_profile import TargetProfile, not_applicable, profile_target
 
 STAGE = "profile"
 OUT = Path("data") / STAGE

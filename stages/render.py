@@ -10,9 +10,9 @@ Reads `data/convert/frames.mkv`, the target (`target.uri`, for its audio and its
 - `output.mp4`: H.264 (render.crf, render.preset), the target's audio, the invisible
   watermark in every frame (its mark id is new for every render), the visible label unless
   `render.label: false`, and container tags saying it is synthetic and naming output.json
-  (facedag.render); signed with a C2PA manifest as the very last step when `render.c2pa.cert`
-  and `render.c2pa.key` are set (facedag.c2pa_sign; re-encoding would drop the manifest);
-- `output.json`: the provenance record (facedag.provenance), with the mark id and whether
+  (facedag.swap.render); signed with a C2PA manifest as the very last step when `render.c2pa.cert`
+  and `render.c2pa.key` are set (facedag.provenance.c2pa_sign; re-encoding would drop the manifest);
+- `output.json`: the provenance record (facedag.provenance.record), with the mark id and whether
   and by whom the video was signed;
 - `metrics.json`: frames, label (0/1), audio (0/1), bytes.
 """
@@ -23,12 +23,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facedag.model import WEIGHTS
 from facedag.params import Params
-from facedag.provenance import build_record, params_sha256, source_clips
+from facedag.provenance.record import build_record, params_sha256, source_clips
 from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, sha256_file, write_metrics
-from facedag.render import render_video
 from facedag.stagekit import fresh_dir, stage_main
+from facedag.swap.render import render_video
+from facedag.training.files import WEIGHTS
 
 STAGE = "render"
 FRAMES = Path("data") / "convert" / "frames.mkv"
@@ -53,7 +53,7 @@ def sign(params: Params, video: Path, mark_id: str) -> dict[str, Any]:
     model = model_path(params)
     if c2pa.cert is None or c2pa.key is None:
         return {"signed": False, "reason": "render.c2pa.cert and render.c2pa.key are not set"}
-    from facedag.c2pa_sign import SigningConfig, sign_video
+    from facedag.provenance.c2pa_sign import SigningConfig, sign_video
 
     ingredients = [{"title": Path(params.target.uri).name, "sha256": sha256_file(params.target.uri),
                     "role": "target", "uri": params.target.uri}]  # fmt: skip

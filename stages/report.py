@@ -9,7 +9,7 @@ models/live (dvclive curves), models/previews (the timelapse), the target (`targ
 data/convert/frames.parquet and data/render/ (output.mp4, output.json, metrics.json).
 
 Writes data/report/index.html and data/report/images/, built in a temp folder and swapped in
-whole (facedag.report_html), so the page links only files inside data/report and opens from disk.
+whole (facedag.report.html), so the page links only files inside data/report and opens from disk.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facedag.params import Params
-from facedag.report_html import write_report
+from facedag.report.html import write_report
 from facedag.stagekit import stage_main
 
 STAGE = "report"

@@ -5,7 +5,7 @@ and holdout.parquet (held-out faces, for scoring only) of every identity. Refuse
 (exit 1, one line naming the identity) unless every identity has a consent record. Writes
 models/model.safetensors and model.json (the last step), models/best.safetensors and best.json
 (the best held-out score), and the persisted models/checkpoints/, models/live/ (dvclive) and
-models/previews/ (facedag.training).
+models/previews/ (facedag.training.loop).
 
 Exit status: 0 when it stopped at train.max_steps, train.max_minutes or early (train.patience);
 1 on a clear failure; 128 + the signal number (143 for SIGTERM, 130 for SIGINT) when a signal
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import sys
 
-from facedag.consent import require_consent
 from facedag.params import Params
+from facedag.provenance.consent import require_consent
 from facedag.stagekit import stage_main
-from facedag.training import train
+from facedag.training.loop import train
 
 
 def run(params: Params) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facedag.media import ffmpeg_exe
+from facedag.sources.media import ffmpeg_exe
 from tests.conftest import SAMPLES
 
 
@@ -249,7 +249,7 @@ def several_audio(folder: Path) -> Path:
 
 
 # --- faces from real pictures (tests/corpus) ----------------------------------------------
-# Public-domain portraits that ship in scikit-image and matplotlib (facedag.demo), and the
+# Public-domain portraits that ship in scikit-image and matplotlib (facedag.sources.demo), and the
 # CC BY 2.0 sample picture in ../shared/samples when it is there.
 
 PERSON = SAMPLES / "person_cropped_2.png"
@@ -266,7 +266,7 @@ def _square_around(image: np.ndarray, center: tuple[float, float], face_height: 
 def face_tile(portrait: str = "grace_hopper", scale: float = 2.0) -> np.ndarray:
     """A square RGB crop around the face of a portrait, its side `scale` x the face height.
 
-    `portrait`: a facedag.demo portrait (astronaut, grace_hopper) or "person" (the sample
+    `portrait`: a facedag.sources.demo portrait (astronaut, grace_hopper) or "person" (the sample
     picture, composited onto white; the caller skips when SAMPLES is absent).
     """
     if portrait == "person":
@@ -277,7 +277,7 @@ def face_tile(portrait: str = "grace_hopper", scale: float = 2.0) -> np.ndarray:
         image = (rgba[:, :, 2::-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
         center, height = PERSON_FACE
     else:
-        from facedag.demo import PORTRAITS, load_portrait
+        from facedag.sources.demo import PORTRAITS, load_portrait
 
         image = load_portrait(portrait)
         center, height = PORTRAITS[portrait].face_center, PORTRAITS[portrait].face_height

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from flows.local_server import STARTUP_S
+
 for _key, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("DVC_NO_ANALYTICS", "1")):
     os.environ.setdefault(_key, _value)
 
@@ -42,7 +44,7 @@ def deep_update(target: dict[str, Any], changes: dict[str, Any]) -> dict[str, An
 @pytest.fixture(scope="session")
 def demo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo clips, built once per test session (they take a few seconds)."""
-    from facedag.demo import build_all
+    from facedag.sources.demo import build_all
 
     out = tmp_path_factory.mktemp("demo")
     build_all(out)
@@ -54,7 +56,7 @@ def prefect_server() -> Iterator[None]:
     """A real Prefect API (temporary SQLite database and server on 127.0.0.1) for the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=STARTUP_S):
         yield
 
 

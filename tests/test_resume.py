@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facedag.convert import FrameResult, convert_video
-from facedag.media import iter_frames
 from facedag.params import Convert
 from facedag.records import Rejected, StageFailed, sha256_file
 from facedag.resume import (
@@ -33,10 +31,12 @@ from facedag.resume import (
     resume_root,
     space_guard,
 )
+from facedag.sources.media import iter_frames
+from facedag.swap.convert import FrameResult, convert_video
 from tests.conftest import REPO
-from tests.test_convert import make_target
-from tests.test_extract_stage import make_clip, portrait
-from tests.test_extract_stage import make_project as make_extract_project
+from tests.stages.test_extract import make_clip, portrait
+from tests.stages.test_extract import make_project as make_extract_project
+from tests.swap.test_convert import make_target
 
 CFG = Convert(batch=4)  # detector groups of 4 frames
 CHUNK = 8  # 35 frames -> 5 chunks; boundaries at 8, 16, 24 fall inside the face's track
@@ -168,7 +168,7 @@ def test_extract_resumes_per_clip_and_equals_an_uninterrupted_run(tmp_path: Path
 
 DRIVER = """
 import sys
-from facedag.convert import convert_video
+from facedag.swap.convert import convert_video
 from facedag.params import Convert
 from facedag.resume import ResumeDir
 

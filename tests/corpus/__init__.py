@@ -7,14 +7,14 @@ Nothing here is committed as a video: `build(out)` makes every item with the rea
 writes `OUT_DIR/corpus.json` (name, path, expected outcome per item).
 
 An item's expected outcome is one of:
-- rejected at `stage` with `reason` (a stable code: facedag.fetch for download, stages/trim.py
+- rejected at `stage` with `reason` (a stable code: facedag.sources.fetch for download, stages/trim.py
   for trim), the first stage that can tell;
 - accepted by download (normalised: H.264 yuv420p, even size, constant rate, upright, at `size`,
   with `audio`), and, for items with faces (`faces` > 0), found by extract's detection path with
   at least `faces` faces in one frame (extract.policy `all`).
 
 Faces are real: the public-domain portraits that ship in scikit-image and matplotlib
-(facedag.demo) and, when ../shared/samples is there, the CC BY 2.0 sample picture and footage
+(facedag.sources.demo) and, when ../shared/samples is there, the CC BY 2.0 sample picture and footage
 (items with `needs_samples`; skipped when it is absent).
 """
 

@@ -1,0 +1,1 @@
+"""Seeing faces: detection and tracking, alignment, pose/lighting/expression features, smoothing."""

@@ -1,0 +1,1 @@
+"""Numbers to judge a swap by: reconstruction and video metrics, the evaluate steps."""

@@ -1,0 +1,1 @@
+"""The run in pictures: figures for the stages and the HTML report."""

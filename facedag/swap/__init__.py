@@ -1,0 +1,1 @@
+"""Putting the face in: convert (swap, mask, colour, paste) and render."""

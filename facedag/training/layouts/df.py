@@ -1,0 +1,78 @@
+"""`df`: one shared encoder, one decoder per identity (DeepFaceLab's "DF" layout, encoder and
+"inter" shared).
+
+Training teaches every decoder to rebuild its own identity's faces from the shared latent code;
+because the code is shared, it comes to describe pose, expression and lighting, and the
+decoder supplies the identity. Swapping is then: encode a `dst` face, decode with `src`'s
+decoder.
+
+For a face of side S (S a multiple of 16, 64..256 in use, 32 in tests), widths w (encoder)
+and d (decoder), bottleneck b:
+
+  encoder: 4 x [conv 5x5 stride 2 + LeakyReLU]  3 -> w -> 2w -> 4w -> 8w     (S/16 px)
+           flatten -> Linear(8w * (S/16)^2, b) -> Linear(b, 8d * (S/16)^2)   (the bottleneck)
+           upscale (conv 3x3 -> pixel shuffle x2)  8d -> 8d                   (S/8 px)  = z
+  decoder: 3 x upscale  8d -> 4d -> 2d -> d, a residual block, conv 5x5 -> 3, sigmoid  (S px)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from facedag.training.layouts._blocks import Residual, Upscale, act
+from facedag.training.model import DOWNSAMPLES, FaceSwapModel, ModelConfig
+
+
+class Encoder(nn.Module):
+    """Shared: convs down to S/16, the dense bottleneck, and one upscale to S/8 (the latent map z)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w, d = cfg.encoder_width, cfg.decoder_width
+        chans = [3, w, 2 * w, 4 * w, 8 * w]
+        layers: list[nn.Module] = []
+        for i in range(DOWNSAMPLES):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 5, stride=2, padding=2), act()]
+        self.convs = nn.Sequential(*layers)
+        self.side = cfg.face_size >> DOWNSAMPLES
+        self.inter_ch = 8 * d
+        self.down = nn.Linear(chans[-1] * self.side * self.side, cfg.bottleneck)
+        self.up = nn.Linear(cfg.bottleneck, self.inter_ch * self.side * self.side)
+        self.upscale = Upscale(self.inter_ch, self.inter_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x).flatten(1)
+        h = self.up(self.down(h)).view(-1, self.inter_ch, self.side, self.side)
+        return self.upscale(h)
+
+
+class Decoder(nn.Module):
+    """Per identity: three upscales from S/8 to S, a residual block, and RGB in [0, 1]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.decoder_width
+        self.body = nn.Sequential(Upscale(8 * d, 4 * d), Upscale(4 * d, 2 * d), Upscale(2 * d, d), Residual(d))
+        self.rgb = nn.Conv2d(d, 3, 5, padding=2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.rgb(self.body(z)))
+
+
+class Model(FaceSwapModel):
+    """The shared encoder and a decoder per identity (in cfg.identities order)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.encoder = Encoder(cfg)
+        self.decoders = nn.ModuleDict({name: Decoder(cfg) for name in cfg.identities})
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, identity: str) -> torch.Tensor:
+        return self.decoders[self.check_identity(identity)](z)
+
+    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+        return self.decode(self.encode(x), identity)

@@ -1,0 +1,380 @@
+"""The training loop: resumable to the bit, budgeted, and stoppable at any moment.
+
+One step trains every identity: a batch of its faces (sampled without replacement, epoch by
+epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
+the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
+(facedag.training.losses); the identities' losses are summed and AdamW takes one step. Under CUDA the
+forward runs in bf16 autocast (no grad scaler needed with bf16), the loss in fp32; on the CPU
+everything is fp32.
+
+What is scored, saved and converted is a moving average of the weights (`train.ema`, see
+WeightAverage), not the last step's raw weights.
+
+Every `train.eval_every` steps the model rebuilds each identity's held-out faces (dedupe's
+holdout.parquet: whole shots training never saw, facedag.training.dataset) and is scored by the mean over
+identities of their masked SSIM (higher is better). Each new best is written at once to
+models/best.safetensors + best.json (the model.json format, with the step, the score and each
+identity's held-out SSIM, PSNR and L1); convert uses it. With `train.patience` > 0 training stops
+early after that many evaluations without an improvement of more than `train.min_delta`; the
+checkpoint records the early stop, so a rerun with the same params does not train on, while
+raising max_steps (a fresh patience window) or patience continues. The best score and step and
+the patience count are in every checkpoint, so a resumed run never replaces a better best with a
+worse one.
+
+Stops at `train.max_steps`, after `train.max_minutes` of this run (or the shorter budget in
+the environment variable FACEDAG_TRAIN_MINUTES, which a scheduled training session sets),
+when patience runs out, or after the step in progress when SIGTERM or SIGINT arrives (a second
+signal acts as usual), whichever comes first.
+Every stop writes a checkpoint, models/model.safetensors + model.json (the last step's model),
+a preview and the dvclive summary. Raising max_steps and rerunning continues the same run.
+
+Reproducibility: the loop draws randomness only from its own generators (data order,
+augmentation) whose states, with the global ones, go into every checkpoint. With
+`train.deterministic` (tests) it also uses deterministic kernels and one thread, and then a run
+killed and resumed ends with weights equal (torch.equal) to those of an uninterrupted run.
+
+The loop (`train`) reads as the loop: a `Trainer` holds the run's state, and `train` calls its
+named pieces in order: `resume`, then `step` until `stop_reason` says why not, with `evaluate`,
+`checkpoint` and `preview` on their cadences, then `finish`. The pieces around it live beside
+this module: the sampler (facedag.training.sampler), the weight average (average), held-out
+scoring and the best model (scoring), signals and session budgets (stopping), curves (live) and
+previews (preview).
+
+Outputs under `models_dir`: checkpoints/ (persist), live/ (dvclive, persist: the curves continue
+across resumes; rows past the resumed step, left by a kill, are dropped first), previews/
+(`step-<n>.png` timelapse + `latest.png`), model.safetensors, model.json, best.safetensors,
+best.json.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facedag.device import pick_device
+from facedag.params import Params
+from facedag.progress import counter
+from facedag.training.augment import AugmentConfig, augment
+from facedag.training.average import WeightAverage
+from facedag.training.checkpoint import capture_rng, find_resume, list_checkpoints, restore_rng, save_checkpoint
+from facedag.training.dataset import dataset_hash, load_dataset
+from facedag.training.live import log_metrics, open_live
+from facedag.training.losses import face_region, masked_loss, weight_map
+from facedag.training.model import ModelConfig, build_model, save_model
+from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
+from facedag.training.sampler import Sampler
+from facedag.training.scoring import (
+    BestTracker,
+    best_paths,
+    evaluate,
+    holdout_score,
+    read_best,
+    resume_early_stop,
+    save_best,
+)
+from facedag.training.stopping import StopSignal, session_budget
+
+
+def log_line(msg: str) -> None:
+    print(f"train: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrainResult:
+    step: int  # the step the outputs are at
+    resumed_from: int | None  # the checkpoint step this run started from; None when fresh
+    steps_run: int  # steps taken by this run
+    stopped: str  # "max_steps" | "max_minutes" | "signal" | "patience" (early stop)
+    signal: int | None = None  # the signal that stopped it
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_step: int = -1  # the step of models/best.safetensors
+    best_score: float = float("nan")  # its held-out score (holdout_score)
+
+
+def set_deterministic(seed: int) -> None:
+    """Deterministic kernels, one CPU thread, fixed global seeds (for tests and bit-exact resumes)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(1)
+    seed_all(seed)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def model_config(params: Params) -> ModelConfig:
+    t = params.train
+    return ModelConfig(params.base.face_size, t.encoder_width, t.decoder_width, t.bottleneck,
+                       tuple(params.identities), t.layout)
+
+
+class Trainer:
+    """One training run: the data, the model and everything a checkpoint holds, and the pieces
+    the loop calls (see the module docstring). Building it seeds the global generators first
+    (the model's initial weights come from them), then loads the data and builds the model."""
+
+    def __init__(self, params: Params, root: Path, models: Path, log: Callable[[str], None]) -> None:
+        t = self.t = params.train
+        self.log = log
+        self.models = models
+        self.ckpt_dir, self.live_dir, self.previews_dir = models / "checkpoints", models / "live", models / "previews"
+        seed = params.base.seed
+        self.device = device = pick_device(params.base.device)
+        if t.deterministic:
+            set_deterministic(seed)
+        else:
+            seed_all(seed)
+        self.identities = identities = list(params.identities)
+        self.cfg = cfg = model_config(params)
+        self.sets = sets = load_dataset(root, identities, cfg.face_size, device)
+        self.dhash = dataset_hash(root, identities, cfg.face_size)
+        for name, fs in sets.items():
+            note = f" (no held-out face: {fs.note}; scored on training faces)" if fs.holdout_is_train else ""
+            log(f"{name}: {len(fs.train_idx)} training faces, {len(fs.holdout_idx)} held out{note}"
+                + (f", {fs.skipped} undecodable skipped" if fs.skipped else ""))
+        self.on_train = [name for name, fs in sets.items() if fs.holdout_is_train]
+
+        # channels_last: 1.4x the examples/s of the default layout for the demo model on 2 CPU cores (bench_train)
+        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.average = WeightAverage(self.model, t.ema)
+        self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 7919)
+        self.aug_cfg = AugmentConfig.from_train(t)
+        self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
+        self.region = face_region(cfg.face_size, device)
+        self.use_bf16 = device.type == "cuda"
+        self.tracker = BestTracker(t.patience, t.min_delta)
+        self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
+        self.step_no = 0
+        self.resumed_from: int | None = None
+        self.evals: dict[str, dict[str, float]] = {}
+        self.evaluated_at = -1
+
+    # -- resume ----------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the newest usable checkpoint (facedag.training.checkpoint.find_resume), or start fresh."""
+        t, log, tracker = self.t, self.log, self.tracker
+        state = find_resume(self.ckpt_dir, self.cfg.to_dict(), self.dhash, log,
+                            stale_extra=[self.live_dir, *best_paths(self.models)])
+        if state is None:
+            if not list_checkpoints(self.ckpt_dir):
+                log("starting fresh: no usable checkpoint")
+            return
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        for g in self.opt.param_groups:  # params may change lr/weight decay between runs; the moments carry on
+            g["lr"], g["weight_decay"] = t.lr, t.weight_decay
+        self.average.load_state_dict(state.get("ema"), self.model, log)
+        for name in self.identities:
+            self.samplers[name].load_state_dict(state["samplers"][name])
+        self.aug_gen.set_state(state["augment_rng"].to(self.aug_gen.get_state().device))
+        restore_rng(state["rng"])
+        self.step_no = self.resumed_from = int(state["step"])
+        log(f"resumed from step {self.step_no}")
+        if state.get("best") is not None:
+            tracker.load_state_dict(state["best"])
+        self.early_stop = resume_early_stop(state.get("early_stop"), tracker, t.max_steps, log)
+        on_disk = read_best(self.models, self.cfg, self.dhash)
+        if on_disk is None:
+            if tracker.step >= 0:
+                log(f"warning: {best_paths(self.models)[0]} is missing or from another run (the best was step "
+                    f"{tracker.step}): the next evaluation writes a new one")
+            tracker.score, tracker.step = -math.inf, -1
+        elif on_disk["info"]["score"] > tracker.score:  # written after this checkpoint by a run that was killed
+            tracker.score, tracker.step = float(on_disk["info"]["score"]), int(on_disk["step"])
+
+    # -- one step --------------------------------------------------------------------------------
+    def step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step over every identity's batch; returns each identity's loss (on the device)."""
+        t = self.t
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        losses = {}
+        for name in self.identities:
+            x = self.sets[name].batch(self.samplers[name].next(t.batch_size))
+            inp, tgt, w = augment(x, self.wmap, self.aug_cfg, self.aug_gen)
+            inp = inp.contiguous(memory_format=torch.channels_last)
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+            with ctx:
+                y = self.model(inp, name)
+            loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
+            total = total + loss
+            losses[name] = loss.detach()
+        total.backward()
+        self.opt.step()
+        self.step_no += 1
+        self.average.update(self.model, self.step_no)
+        return losses
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, scheduled: bool) -> dict[str, dict[str, float]]:
+        """Score the weight average on the held-out faces; a new best goes to models/best.safetensors
+        at once. Only `scheduled` evaluations (every train.eval_every steps) count for patience, so
+        a stop between them changes no decision."""
+        self.evals, self.evaluated_at = evaluate(self.average.model, self.sets, self.region), self.step_no
+        score = holdout_score(self.evals)
+        if self.tracker.offer(self.step_no, score, scheduled):
+            save_best(self.average.model, self.cfg, self.models, {
+                "step": self.step_no, "dataset_hash": self.dhash, "score": score, "metric": "mean held-out SSIM",
+                "held_out": self.evals, "holdout_is_train": self.on_train, "ema": self.t.ema,
+            })  # fmt: skip
+        return self.evals
+
+    def check_patience(self) -> None:
+        """Record the early stop when patience ran out (the next checkpoint carries it)."""
+        if not self.tracker.exhausted:
+            return
+        t, tracker = self.t, self.tracker
+        self.early_stop = {"step": self.step_no, "patience": t.patience, "max_steps": t.max_steps}
+        self.log(f"stopping early at step {self.step_no}: the held-out score has not improved by more than "
+                 f"{t.min_delta:g} in {t.patience} evaluations (best {tracker.score:.4f} at step {tracker.step}); "
+                 "raise train.patience or train.max_steps to train on")
+
+    # -- checkpointing and previews --------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Everything a bit-exact resume needs, written atomically (facedag.training.checkpoint)."""
+        save_checkpoint(self.ckpt_dir, {
+            "step": self.step_no,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "ema": self.average.state_dict(),
+            "scaler": None,  # bf16 autocast needs no loss scaling; the slot stays for an fp16 variant
+            "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
+            "augment_rng": self.aug_gen.get_state().cpu(),
+            "rng": capture_rng(),
+            "config": self.cfg.to_dict(),
+            "dataset_hash": self.dhash,
+            "best": self.tracker.state_dict(),
+            "early_stop": self.early_stop,
+        }, self.t.keep_checkpoints)  # fmt: skip
+
+    def preview(self, faces: dict[str, torch.Tensor]) -> None:
+        write_preview(self.previews_dir, self.step_no, render_preview(self.average.model, faces, self.identities))
+        self.model.train()
+
+    # -- stopping --------------------------------------------------------------------------------
+    def stop_reason(self, stopper: StopSignal, started: float, budget_s: float) -> str | None:
+        """Why the loop must not take another step, or None: max_steps, patience, signal, max_minutes."""
+        if self.early_stop is not None:
+            return "patience"
+        if self.step_no >= self.t.max_steps:
+            return "max_steps"
+        if stopper.signum is not None:
+            return "signal"
+        if time.monotonic() - started >= budget_s:
+            return "max_minutes"
+        return None
+
+    def finish(self, stopped: str, start_step: int, started: float, live: Any, metrics: dict[str, float],
+               losses: dict[str, float], faces: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Every stop: an off-schedule evaluation (it may keep a better best, but counts for no
+        patience), a checkpoint unless the newest is this step's with this best, the last curve
+        row, a preview and models/model.safetensors + model.json. Returns the last metrics row."""
+        best_before = self.tracker.step
+        if self.evaluated_at != self.step_no:
+            self.evaluate(scheduled=False)
+        newest = list_checkpoints(self.ckpt_dir)
+        if not newest or newest[0][0] != self.step_no or self.tracker.step != best_before:
+            self.checkpoint()
+        # a run resumed at its last step (killed after the final checkpoint) trains nothing: its
+        # row is in the curves already, and a second one would read as a 0 steps/s step
+        if (not metrics or metrics.get("step") != self.step_no) and self.step_no > start_step:
+            sps = (self.step_no - start_step) / max(time.monotonic() - started, 1e-9)
+            metrics = log_metrics(live, self.step_no, losses, self.evals, sps,
+                                  sps * self.t.batch_size * len(self.identities))
+        self.preview(faces)
+        save_model(self.average.model, self.cfg, self.models, {
+            "step": self.step_no, "dataset_hash": self.dhash, "stopped": stopped, "resumed_from": self.resumed_from,
+            "held_out_ssim": {k: v["ssim"] for k, v in self.evals.items()}, "holdout_is_train": self.on_train,
+            "best": {"step": self.tracker.step, "score": self.tracker.score},
+            "stopped_early": self.early_stop is not None, "early_stop": self.early_stop, "device": self.device.type,
+            "precision": "bf16" if self.use_bf16 else "fp32", "ema": self.t.ema,
+        })  # fmt: skip
+        return metrics
+
+
+def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str], None] = log_line,
+          models_dir: str | os.PathLike[str] | None = None) -> TrainResult:
+    """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet,
+    scoring it on holdout.parquet beside (see the module docstring)."""
+    t = params.train
+    root = Path(root)
+    run = Trainer(params, root, Path(models_dir) if models_dir is not None else root / "models", log)
+    run.resume()
+    live = open_live(run.live_dir, run.resumed_from)
+    faces = {name: run.sets[name].batch(run.sets[name].holdout_idx[:PREVIEW_FACES]) for name in run.identities}
+    budget_min = session_budget(t.max_minutes)
+    budget_s = budget_min * 60.0
+    started = time.monotonic()
+    window_t, window_steps = started, 0
+    start_step = run.step_no
+    losses: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    stopper = StopSignal()
+    run.model.train()
+    cfg = run.cfg
+    log(f"training {cfg.face_size}px, {cfg.layout} layout, widths {cfg.encoder_width}/{cfg.decoder_width}, "
+        f"bottleneck {cfg.bottleneck}, {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
+        f"{run.device.type}{' bf16' if run.use_bf16 else ' fp32'}, steps {run.step_no} -> {t.max_steps}, "
+        f"budget {budget_min:g} min" + (f", weight average {t.ema:g}" if t.ema else "")
+        + (f", patience {t.patience} evaluations" if t.patience else ""))
+    bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step")
+    with stopper.installed(), bar:
+        while (stopped := run.stop_reason(stopper, started, budget_s)) is None:
+            step_losses = run.step()
+            window_steps += 1
+            bar.update(1)
+            # evaluate before checkpointing, so a checkpoint at this step carries this evaluation's ranking
+            if run.step_no % t.eval_every == 0 or run.step_no == t.max_steps:
+                losses = {k: float(v) for k, v in step_losses.items()}
+                now = time.monotonic()
+                steps_per_s = window_steps / max(now - window_t, 1e-9)
+                window_t, window_steps = now, 0
+                evals = run.evaluate(scheduled=True)
+                metrics = log_metrics(live, run.step_no, losses, evals, steps_per_s,
+                                      steps_per_s * t.batch_size * len(run.identities))
+                log(progress_line(run, t, losses, evals, metrics, steps_per_s, now - started, budget_s, budget_min))
+                run.check_patience()
+            if run.step_no % t.checkpoint_every == 0:
+                run.checkpoint()
+            if run.step_no % t.preview_every == 0:
+                run.preview(faces)
+        if stopper.signum is not None:
+            stopped = "signal"
+            log(f"got signal {stopper.signum}: checkpointing at step {run.step_no} and stopping")
+        metrics = run.finish(stopped, start_step, started, live, metrics, losses, faces)
+        live.end()
+    log(f"stopped at step {run.step_no} ({stopped}); wrote {run.models / 'model.safetensors'} and "
+        f"{best_paths(run.models)[0]} (step {run.tracker.step}, held-out score {run.tracker.score:.4f})")
+    return TrainResult(run.step_no, run.resumed_from, run.step_no - start_step, stopped, stopper.signum, metrics,
+                       run.tracker.step, run.tracker.score)
+
+
+def progress_line(run: Trainer, t: Any, losses: dict[str, float], evals: dict[str, dict[str, float]],
+                  metrics: dict[str, float], steps_per_s: float, used: float, budget_s: float,
+                  budget_min: float) -> str:
+    """The log line of a scheduled evaluation (flows/pipeline.py reads "step N/M | ..." for its
+    progress artifact)."""
+    left = min(budget_s - used, (t.max_steps - run.step_no) / max(steps_per_s, 1e-9))
+    return (f"step {run.step_no}/{t.max_steps} | loss " + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            + " | held-out SSIM " + " ".join(f"{k} {v['ssim']:.3f}" for k, v in evals.items())
+            + f" | best {run.tracker.score:.4f} at step {run.tracker.step}"
+            + (f", {run.tracker.waited}/{t.patience} without improvement" if t.patience else "")
+            + f" | {metrics['egs_per_s']:.1f} EG/s, {steps_per_s:.2f} steps/s"
+            + f" | {max(left, 0) / 60:.1f} min left (budget {budget_min:g} min, {used / 60:.1f} used)")

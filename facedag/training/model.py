@@ -1,0 +1,166 @@
+"""The face-swap model: its config, the layout that builds it, and its files on disk.
+
+A model maps an aligned face to the face an identity's decoder makes of it; the layout
+(`train.layout`, one file each in facedag.training.layouts) decides how: DeepFaceLab's `df`
+shares an encoder and gives each identity a decoder. Swapping is then: encode a `dst` face,
+decode it as `src`.
+
+Weights go to disk as safetensors with a JSON record beside them (no pickles): `save_model`,
+`load_model`, and `Swapper` (what convert uses). The record holds the config, layout included,
+so that loading builds the same network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facedag.records import atomic_path, atomic_write_json
+from facedag.training.layouts import LAYOUTS
+
+DOWNSAMPLES = 4  # the encoders halve the face 4 times, so face_size must be a multiple of 16
+FORMAT_VERSION = 1
+DEFAULT_LAYOUT = "df"  # records written before layouts were a choice are df
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the model's shapes; a checkpoint resumes only into an equal config."""
+
+    face_size: int
+    encoder_width: int
+    decoder_width: int
+    bottleneck: int
+    identities: tuple[str, ...]  # decoder order
+    layout: str = DEFAULT_LAYOUT
+
+    def __post_init__(self) -> None:
+        if self.face_size < 32 or self.face_size % (1 << DOWNSAMPLES):
+            raise ValueError(f"face_size must be a multiple of {1 << DOWNSAMPLES} and >= 32, got {self.face_size}")
+        if min(self.encoder_width, self.decoder_width, self.bottleneck) < 1:
+            raise ValueError("encoder_width, decoder_width and bottleneck must be positive")
+        if not self.identities or len(set(self.identities)) != len(self.identities):
+            raise ValueError(f"identities must be distinct and non-empty, got {self.identities!r}")
+        object.__setattr__(self, "identities", tuple(str(i) for i in self.identities))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["identities"] = list(self.identities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        return cls(
+            face_size=int(d["face_size"]),
+            encoder_width=int(d["encoder_width"]),
+            decoder_width=int(d["decoder_width"]),
+            bottleneck=int(d["bottleneck"]),
+            identities=tuple(d["identities"]),
+            layout=str(d.get("layout", DEFAULT_LAYOUT)),
+        )
+
+
+class FaceSwapModel(nn.Module):
+    """What every layout is: `model(x, identity)`, x float32 (N, 3, S, S) RGB in [0, 1], gives
+    the face `identity`'s decoder makes of x, same shape. Layouts subclass it."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def check_identity(self, identity: str) -> str:
+        if identity not in self.cfg.identities:
+            raise KeyError(f"no decoder for identity {identity!r} (have: {', '.join(self.cfg.identities)})")
+        return identity
+
+    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def build_model(cfg: ModelConfig) -> FaceSwapModel:
+    """A freshly initialised model of `cfg`, built by its layout's plugin."""
+    return LAYOUTS.get(cfg.layout)(cfg)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage: give it plain contiguous copies
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(model: nn.Module, cfg: ModelConfig, models_dir: str | os.PathLike[str],
+               info: dict[str, Any], name: str = "model") -> None:
+    """Write `models_dir`/<name>.safetensors and <name>.json atomically (weights first, record second).
+
+    `name` is `model` (the last weights) or `best` (the best held-out score, facedag.training.loop).
+
+    `info` is carried into the record as is; its `step` and `dataset_hash` (when present) are
+    also lifted to the top level, where convert and render read them.
+    """
+    out = Path(models_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"{name}.safetensors") as tmp:
+        save_file(_cpu_state(model), str(tmp), metadata={"config": json.dumps(cfg.to_dict(), sort_keys=True)})
+    atomic_write_json(out / f"{name}.json", {
+        "format": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "identities": list(cfg.identities),
+        "step": info.get("step"),
+        "dataset_hash": info.get("dataset_hash"),
+        "info": info,
+    })  # fmt: skip
+
+
+def load_model(models_dir: str | os.PathLike[str] = "models", device: str | torch.device = "cpu",
+               name: str = "model") -> tuple[FaceSwapModel, ModelConfig]:
+    """(model in eval mode on `device`, its config) from <name>.json + <name>.safetensors; never unpickles."""
+    d = Path(models_dir)
+    try:
+        record = json.loads((d / f"{name}.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{d / f'{name}.json'} not found: run the train stage first") from None
+    cfg = ModelConfig.from_dict(record["config"])
+    model = build_model(cfg)
+    model.load_state_dict(load_file(str(d / f"{name}.safetensors"), device="cpu"), strict=True)
+    return model.to(device).eval(), cfg
+
+
+class Swapper:
+    """Encode faces with the shared encoder, decode with `to_identity`'s decoder, in batches.
+
+    faces: uint8 (N, S, S, 3) RGB aligned at the model's face size -> uint8 (N, S, S, 3).
+    """
+
+    def __init__(self, models_dir: str | os.PathLike[str], to_identity: str, device: str | torch.device = "cpu",
+                 batch: int = 16, name: str = "model") -> None:
+        self.model, self.cfg = load_model(models_dir, device, name)
+        if to_identity not in self.cfg.identities:
+            raise KeyError(f"the model has no decoder for {to_identity!r} (have: {', '.join(self.cfg.identities)})")
+        self.to_identity = to_identity
+        self.device = torch.device(device)
+        self.batch = max(1, int(batch))
+
+    @property
+    def face_size(self) -> int:
+        return self.cfg.face_size
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces)
+        s = self.cfg.face_size
+        if faces.ndim != 4 or faces.shape[1:] != (s, s, 3) or faces.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N, {s}, {s}, 3) faces, got {faces.dtype} {faces.shape}")
+        out = np.empty_like(faces)
+        with torch.no_grad():
+            for i in range(0, len(faces), self.batch):
+                x = torch.from_numpy(faces[i : i + self.batch]).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+                y = self.model(x, self.to_identity)
+                out[i : i + self.batch] = (y * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        return out

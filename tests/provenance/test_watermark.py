@@ -1,0 +1,336 @@
+"""facedag.provenance.watermark: the error correction, the keyed layout, invisibility, and real round trips.
+
+Round trips run the real chain: PyAV decodes a clip as yuv420p, the Embedder marks each Y plane,
+ffmpeg/libx264 encodes at CRF 18 with a black box over a corner (standing in for the visible
+label), and detect_file reads the result. The attacks of issue 6 are made with ffmpeg here:
+CRF 28, 0.75x and 1.5x rescaling (each at CRF 28) and a cut of the first second (CRF 28).
+Unmarked videos (testsrc2, a flat grey and a gradient clip, the demo target, the untouched
+samples) and a wrong key must read as not marked. The sample-based tests skip when
+../shared/samples is absent; the testsrc2 round trip always runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from facedag.provenance import watermark as wm
+from facedag.sources.media import ffmpeg_exe, ffmpeg_input, run_ffmpeg
+from tests.conftest import SAMPLES
+
+SAMPLE = SAMPLES / "video_01.mp4"
+MARK_ID = "5eed0fc0ffee"
+LABEL_BOX = "drawbox=x=iw*0.7:y=ih*0.9:w=iw*0.3:h=ih*0.1:color=black:t=fill"  # 10 % of the height, a corner
+# sha256 of the DEFAULT_KEY layout: a change here means files marked before no longer verify
+LAYOUT_SHA256 = "8c828d69345f5364e118c1ca7e335f5b0cdfee5ff1abeb04da7310a4b71f47ef"
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _y_frames(path: Path, limit: int) -> Iterator[np.ndarray]:
+    """The first `limit` Y planes of `path` (copies)."""
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i >= limit:
+                break
+            yield frame.to_ndarray(format="yuv420p")[: frame.height].copy()
+
+
+def mark_clip(src: Path, dst: Path, mark_id: str, seconds: float, key: bytes = wm.DEFAULT_KEY) -> list[float]:
+    """Mark the first `seconds` of `src` and encode them like render does (CRF 18, a corner box).
+
+    Returns the PSNR of every marked Y plane against the unmarked one.
+    """
+    psnrs: list[float] = []
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        width, height, rate = stream.width, stream.height, stream.average_rate
+        embedder = wm.Embedder(mark_id, width, height, key=key)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(rate), "-i", "pipe:0",
+               "-vf", f"{LABEL_BOX},format=yuv420p", "-c:v", "libx264", "-crf", "18", "-preset", "medium",
+               ffmpeg_input(dst)]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index >= round(seconds * float(rate)):
+                    break
+                planes = frame.to_ndarray(format="yuv420p")
+                clean = planes[:height].copy()
+                assert embedder.mark_y(planes[:height], index) is not None
+                psnrs.append(_psnr(planes[:height], clean))
+                proc.stdin.write(planes.tobytes())
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            proc.wait(timeout=120)
+    assert proc.returncode == 0, err
+    return psnrs
+
+
+def reencode(src: Path, dst: Path, crf: int = 28, scale: float | None = None, start: float | None = None,
+             vf: str | None = None) -> Path:  # fmt: skip
+    """An attack: re-encode `src` with libx264 at `crf`, optionally rescaled, cut at `start` s, or
+    through the ffmpeg filter `vf` (hflip, transpose=1, ...)."""
+    args: list[str] = ["-ss", str(start)] if start else []
+    args += ["-i", ffmpeg_input(src)]
+    if scale:
+        args += ["-vf", f"scale=trunc(iw*{scale}/2)*2:trunc(ih*{scale}/2)*2"]
+    elif vf:
+        args += ["-vf", vf]
+    run_ffmpeg([*args, "-an", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", ffmpeg_input(dst)],
+               timeout=120, what="attack")  # fmt: skip
+    return dst
+
+
+def synthetic(spec: str, dst: Path, seconds: float = 3.0) -> Path:
+    """A clip from an ffmpeg lavfi source, encoded at CRF 18."""
+    run_ffmpeg(["-f", "lavfi", "-i", spec, "-t", str(seconds), "-c:v", "libx264", "-crf", "18",
+                "-pix_fmt", "yuv420p", ffmpeg_input(dst)], timeout=120, what="synthetic clip")  # fmt: skip
+    return dst
+
+
+# --- payload and error correction --------------------------------------------------------------
+
+
+def test_payload_round_trip_and_crc() -> None:
+    mark_id = wm.new_mark_id()
+    assert len(mark_id) == 2 * wm.ID_BYTES and int(mark_id, 16) >= 0
+    bits = wm.payload_bits(mark_id)
+    assert bits.shape == (8 * wm.PAYLOAD_BYTES,) and wm.PAYLOAD_BYTES == 8
+    assert wm.parse_payload(bits) == mark_id
+    for i in (0, 20, 47, 50, 63):  # any flipped bit, in the id or in the CRC, is caught
+        broken = bits.copy()
+        broken[i] ^= 1
+        assert wm.parse_payload(broken) is None
+    for bad in ("xyz", "abcd", "00" * 7):
+        with pytest.raises(ValueError):
+            wm.payload_bits(bad)
+
+
+def test_convolutional_code_corrects_flipped_bits() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        mark_id = wm.new_mark_id()
+        code = wm.conv_encode(wm.payload_bits(mark_id))
+        assert code.shape == (wm.CODE_BITS,)
+        soft = 2.0 * code - 1.0
+        assert wm.parse_payload(wm.viterbi_decode(soft)) == mark_id
+        flipped = rng.choice(wm.CODE_BITS, size=10, replace=False)  # 10 of 210 hard decisions wrong
+        soft[flipped] *= -1
+        assert wm.parse_payload(wm.viterbi_decode(soft)) == mark_id
+        noisy = 2.0 * code - 1.0 + rng.normal(0.0, 0.8, wm.CODE_BITS)  # soft decisions, ~10 % raw errors
+        assert wm.parse_payload(wm.viterbi_decode(noisy)) == mark_id
+
+
+def test_decoded_noise_fails_the_crc() -> None:
+    rng = np.random.default_rng(7)
+    passed = sum(wm.parse_payload(wm.viterbi_decode(rng.normal(size=wm.CODE_BITS))) is not None for _ in range(300))
+    assert passed <= 1  # expected 300 / 65536
+
+
+# --- keyed layout and embedding ---------------------------------------------------------------
+
+
+def _layout_digest(key: bytes) -> str:
+    layout = wm._Layout.from_key(key)
+    h = hashlib.sha256()
+    for array in (layout.chips, layout.pilot, layout.bit_of_cell, layout.signs):
+        h.update(np.ascontiguousarray(array).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def test_layout_is_keyed_and_stable() -> None:
+    layout = wm._Layout.from_key(wm.DEFAULT_KEY)
+    assert np.count_nonzero(layout.signs != np.roll(layout.signs, 1)) == wm.SIGN_CHANGES
+    assert layout.pilot.mean() == pytest.approx(wm.PILOT_FRACTION, abs=1e-3)
+    counts = np.bincount(layout.bit_of_cell[~layout.pilot], minlength=wm.CODE_BITS)
+    assert counts.min() >= 6 and counts.max() <= 7  # every code bit gets its share of cells
+    assert _layout_digest(wm.DEFAULT_KEY) == LAYOUT_SHA256
+    other = wm._Layout.from_key(b"another key")
+    assert np.mean(other.chips == layout.chips) < 0.6 and not np.array_equal(other.signs, layout.signs)
+
+
+def _testsrc2_frames(tmp_path: Path, n: int = 30) -> list[np.ndarray]:
+    clip = synthetic("testsrc2=size=640x480:rate=30", tmp_path / "testsrc2_src.mp4", seconds=n / 30)
+    return list(_y_frames(clip, n))
+
+
+def test_invisibility_psnr_and_flat_frames(tmp_path: Path) -> None:
+    frames = _testsrc2_frames(tmp_path)
+    if SAMPLE.is_file():
+        frames += list(_y_frames(SAMPLE, 30))
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    for index, clean in enumerate(frames):
+        marked = embedder.mark_y(clean.copy(), index)
+        assert _psnr(marked, clean) >= 42.0
+        assert np.abs(marked.astype(int) - clean).max() <= 3 * wm.MAX_GAIN
+    for level in (16, 128, 235):  # flat frames get the flat-area amplitude: at most one level
+        flat = np.full((480, 640), level, np.uint8)
+        for index in range(4):
+            change = embedder.mark_y(flat.copy(), index).astype(int) - level
+            assert np.abs(change).max() == 1
+            assert _psnr(change + level, flat) > 48.0
+
+
+def test_mark_y_is_in_place_and_checks_its_input() -> None:
+    embedder = wm.Embedder(MARK_ID, 64, 48)
+    y = np.full((48, 64), 100, np.uint8)
+    assert embedder.mark_y(y, 0) is y and np.any(y != 100)
+    with pytest.raises(ValueError):
+        embedder.mark_y(np.zeros((48, 62), np.uint8), 1)
+    with pytest.raises(ValueError):
+        wm.Embedder("nothex", 64, 48)
+    with pytest.raises(ValueError):
+        wm.Embedder(MARK_ID, 32, 24)  # smaller than the grid
+
+
+def test_detect_frames_on_rescaled_frames_without_a_codec() -> None:
+    """A moving random texture, marked, then halved in size: the mark is read from any resolution."""
+    rng = np.random.default_rng(3)
+    texture = rng.integers(30, 220, (600, 800)).astype(np.uint8)
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    marked = []
+    for index in range(40):
+        y = np.ascontiguousarray(texture[index : index + 480, 2 * index : 2 * index + 640])
+        marked.append(embedder.mark_y(y, index)[::2, ::2])
+    found = wm.detect_frames(marked)
+    assert found.found and found.mark_id == MARK_ID and found.offset == 0 and found.frames == 40
+    assert not wm.detect_frames(marked, key=b"not the key").found
+    late = wm.detect_frames(marked[13:])  # no frame index: the sync search finds where it starts
+    assert late.mark_id == MARK_ID and late.offset == 13
+
+
+FLIPS_AND_TURNS = {  # how to turn a frame, for each orientation the detector names
+    "as marked": lambda y: y,
+    "mirrored": lambda y: y[:, ::-1],
+    "upside down": lambda y: y[::-1],
+    "rotated 180": lambda y: y[::-1, ::-1],
+    "rotated 90 cw": lambda y: np.rot90(y, -1),
+    "rotated 90 ccw": lambda y: np.rot90(y, 1),
+    "transposed": lambda y: y.T,
+    "anti-transposed": lambda y: y[::-1, ::-1].T,
+}
+
+
+def test_detect_frames_on_flipped_and_turned_frames() -> None:
+    """A copy mirrored, upside down or turned a quarter is read, and says how it is turned."""
+    assert set(FLIPS_AND_TURNS) == set(wm.ORIENTATIONS)
+    rng = np.random.default_rng(4)
+    texture = rng.integers(30, 220, (520, 700)).astype(np.uint8)
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    marked = [embedder.mark_y(np.ascontiguousarray(texture[i : i + 480, i : i + 640]), i) for i in range(40)]
+    for name, turn in FLIPS_AND_TURNS.items():
+        found = wm.detect_frames([np.ascontiguousarray(turn(y)) for y in marked])
+        assert found.found and found.mark_id == MARK_ID and found.orientation == name, (name, found)
+        assert found.offset == 0 and found.score >= 2 * found.threshold
+    unmarked = [np.ascontiguousarray(texture[i : i + 480, i : i + 640]) for i in range(40)]
+    assert not wm.detect_frames(unmarked).found and wm.detect_frames(unmarked).orientation is None
+
+
+# --- round trips through ffmpeg ---------------------------------------------------------------
+
+
+def test_round_trip_on_testsrc2(tmp_path: Path) -> None:
+    """Runs without the samples: a synthetic source through CRF 18, then 0.75x at CRF 28."""
+    src = synthetic("testsrc2=size=640x480:rate=30", tmp_path / "src.mp4", seconds=2.5)
+    assert not wm.detect_file(src).found
+    marked = tmp_path / "marked.mp4"
+    assert min(mark_clip(src, marked, MARK_ID, 2.5)) >= 42.0
+    for path in (marked, reencode(marked, tmp_path / "small.mp4", scale=0.75)):
+        found = wm.detect_file(path, max_seconds=2.0)
+        assert found.found and found.mark_id == MARK_ID, found
+
+
+@pytest.fixture(scope="module")
+def marked_sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    if not SAMPLE.is_file():
+        pytest.skip(f"sample footage absent: {SAMPLE}")
+    dst = tmp_path_factory.mktemp("watermark") / "marked.mp4"
+    return dst, mark_clip(SAMPLE, dst, MARK_ID, seconds=3.0)
+
+
+def test_sample_round_trip_from_two_seconds(marked_sample: tuple[Path, list[float]]) -> None:
+    path, psnrs = marked_sample
+    assert min(psnrs) >= 42.0
+    found = wm.detect_file(path, max_seconds=2.0)
+    assert found.found and found.mark_id == MARK_ID and found.offset == 0, found
+    assert found.frames == 60 and found.bit_errors is not None and found.bit_errors <= 10
+    assert found.score >= 2 * found.threshold  # a wide margin above the threshold
+    assert found.to_dict()["mark_id"] == MARK_ID
+
+
+@pytest.mark.parametrize(
+    ("name", "attack"),
+    [
+        ("crf28", {}),
+        ("scale075", {"scale": 0.75}),
+        ("scale15", {"scale": 1.5}),
+        ("cut1s", {"start": 1.0}),
+        ("mirrored", {"vf": "hflip"}),
+        ("rotated 90 cw", {"vf": "transpose=1"}),
+    ],
+)
+def test_sample_survives_attacks(marked_sample: tuple[Path, list[float]], tmp_path: Path, name: str,
+                                 attack: dict) -> None:  # fmt: skip
+    path, _ = marked_sample
+    attacked = reencode(path, tmp_path / f"{name}.mp4", **attack)
+    found = wm.detect_file(attacked)
+    assert found.found and found.mark_id == MARK_ID, (name, found)
+    assert found.score >= 2 * found.threshold
+    if name == "cut1s":  # the first frame read was frame ~30 of the marked file
+        assert found.offset is not None and abs(found.offset - 30) <= 1
+    assert found.orientation == (name if "vf" in attack else "as marked")
+
+
+def test_wrong_key_reads_nothing(marked_sample: tuple[Path, list[float]]) -> None:
+    path, _ = marked_sample
+    other = wm.detect_file(path, key=b"someone else's key")
+    assert not other.found and other.mark_id is None and other.score < other.threshold
+
+
+def test_untouched_samples_are_unmarked() -> None:
+    present = [p for p in (SAMPLES / "video_01.mp4", SAMPLES / "video_02.mp4") if p.is_file()]
+    if not present:
+        pytest.skip(f"sample footage absent: {SAMPLES}")
+    for path in present:
+        result = wm.detect_file(path)
+        assert not result.found and result.score < wm.THRESHOLD, (path.name, result)
+
+
+def test_synthetic_and_demo_videos_are_unmarked(tmp_path: Path) -> None:
+    from facedag.sources.demo import RECIPES, build
+
+    clips = [
+        synthetic("testsrc2=size=640x480:rate=30", tmp_path / "testsrc2.mp4"),
+        synthetic("testsrc=size=320x240:rate=25", tmp_path / "testsrc.mp4"),
+        synthetic("color=c=gray:size=640x480:rate=30", tmp_path / "flat.mp4"),
+        synthetic("nullsrc=size=640x480:rate=30,geq=lum=X*255/W:cb=128:cr=128", tmp_path / "gradient.mp4"),
+        build(next(r for r in RECIPES if r.name == "target"), tmp_path / "demo")[0],
+    ]
+    for clip in clips:
+        result = wm.detect_file(clip)
+        assert not result.found and result.mark_id is None and result.score < wm.THRESHOLD, (clip.name, result)
+        assert result.frames > 2
+
+
+def test_detect_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        wm.detect_file(tmp_path / "missing.mp4")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 20)
+    with pytest.raises(ValueError):
+        wm.detect_file(text)
+    clip = synthetic("testsrc2=size=320x240:rate=30", tmp_path / "short.mp4", seconds=1.0)
+    with pytest.raises(TimeoutError):
+        wm.detect_file(clip, timeout=0.0)
