@@ -25,6 +25,7 @@ PREFECT_API_URL set (your own server, `facedag serve`), nothing is started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,8 @@ def database_exists() -> bool:
     """Whether the local server's SQLite database exists already (then it starts quickly)."""
     from prefect.settings import get_current_settings
 
-    url = str(get_current_settings().server.database.connection_url or "")
+    url = get_current_settings().server.database.connection_url  # a SecretStr: it may hold a password
+    url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url or "")
     if not url.startswith("sqlite"):
         return True  # a database server: nothing to create here
     path = url.split("///", 1)[-1]
@@ -94,6 +96,15 @@ def ensure_api(log: Callable[[str], None] = print, timeout: int | None = None, a
 
 
 def stop_local_server() -> None:
-    """Stop the local server ensure_api started in this process, if any."""
+    """Stop the local server ensure_api started in this process, if any, after Prefect's log and
+    event workers have sent what they hold (else they try again at exit, to a server gone)."""
+    if not _started:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # stopping must go on whatever the workers say
+            service.drain_all(timeout=30)
     while _started:
         _started.pop().stop()  # type: ignore[attr-defined]
