@@ -179,9 +179,11 @@ def test_prefect_cli_lists_and_ctrl_c_stops_everything(project: Path, prefect_en
 
     import psutil
 
+    # a session with nothing left to train (resume, stop at max_steps): quick, and it leaves a run and an artifact
+    set_train(project, max_steps=max(model_record(project).get("step") or 12, 12), checkpoint_every=6, eval_every=6)
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = dict(tool_env(), PREFECT_API_URL=url)
+    env = dict(tool_env(), PREFECT_API_URL=url, COLUMNS="250")  # rich tables: wide enough for whole names
     serve = subprocess.Popen([str(VENV_BIN / "facedag"), "serve", "--port", str(port), "--every", "240",
                               "--session-minutes", "5", "--log-dir", str(tmp_path / "logs")],
                              cwd=project, env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
@@ -195,7 +197,6 @@ def test_prefect_cli_lists_and_ctrl_c_stops_everything(project: Path, prefect_en
                 break
         assert serve.poll() is None, "".join(lines)
 
-        # a session run, so that there is a flow run and an artifact to list
         run = subprocess.run([str(VENV_BIN / "prefect"), "deployment", "run", SESSION, "--watch",
                               "--watch-timeout", str(RUN_TIMEOUT)], cwd=project, env=env, capture_output=True,
                              text=True, timeout=RUN_TIMEOUT + 60)
@@ -227,5 +228,8 @@ def test_prefect_cli_lists_and_ctrl_c_stops_everything(project: Path, prefect_en
         if serve.poll() is None:
             serve.kill()
         for proc in psutil.Process().children(recursive=True):
-            if "prefect" in " ".join(proc.cmdline()):
-                proc.kill()
+            try:
+                if "prefect" in " ".join(proc.cmdline()):
+                    proc.kill()
+            except psutil.Error:  # gone, or a zombie already
+                continue
