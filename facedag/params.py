@@ -142,7 +142,7 @@ class Profile(Section):
 
 class Align(Section):
     landmarker: Landmarker = Field(  # type: ignore[valid-type]
-        "retinaface", description="where each face's landmarks come from (a file of facedag/faces/landmarkers)"
+        "mediapipe", description="where each face's landmarks come from (a file of facedag/faces/landmarkers)"
     )
     image_format: Literal["jpg", "png"] = Field("jpg", description="encoding of the aligned face in aligned.parquet")
     jpeg_quality: int = Field(95, ge=50, le=100)

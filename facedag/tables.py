@@ -49,6 +49,11 @@ ALIGNED_SCHEMA = pa.schema([
     *[(name, pa.float32()) for name in FEATURES],
     ("image", pa.binary()),
     ("image_format", pa.string()),  # "jpg" or "png"
+    # the dense landmarker's (facedag.faces.landmarkers): null where it fell back to five points
+    ("landmarks_from", pa.string()),  # "mesh" or "five_points"
+    ("mesh", pa.list_(pa.float32(), 956)),  # 478 (x, y) points in ALIGNED px
+    ("blendshapes", pa.list_(pa.float32(), 52)),  # facedag.faces.mesh.BLENDSHAPES order
+    ("smile", pa.float32()),  # mean of mouthSmileLeft/Right
 ])  # fmt: skip
 
 

@@ -65,7 +65,8 @@ def run(params: Params, identity: str) -> None:
         profile = not_applicable(identity, cv.swap_to)
     else:
         try:
-            profile = profile_target(target, identity, cv, face_size=params.base.face_size, fps=fps,
+            profile = profile_target(target, identity, cv, face_size=params.base.face_size,
+                                     landmarker=params.align.landmarker, fps=fps,
                                      max_samples=max_samples)
         except Rejected as exc:
             profile = TargetProfile(identity=identity, applies=True, target=target, policy=cv.policy, complete=False,

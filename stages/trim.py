@@ -92,8 +92,9 @@ def run(params: Params, identity: str) -> None:
     rejected = Rejections(out, STAGE)
     grid = trim_grid()
 
-    sampler = FaceSampler(params.base.face_size, p.score_threshold, p.min_face_size)
-    scan = scan_clips(manifest.to_dict("records"), p, sampler, grid, rejected.add)
+    with FaceSampler(params.base.face_size, p.score_threshold, p.min_face_size,
+                     landmarker=params.align.landmarker) as sampler:  # fmt: skip
+        scan = scan_clips(manifest.to_dict("records"), p, sampler, grid, rejected.add)
     picks = select_shots(scan.candidates, p.max_seconds, p.repeat_weight, cell_weights(profile, grid, p.target_weight))
     kept = apply_picks(scan, picks)
     if not kept:

@@ -39,9 +39,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facedag.faces.align import align_face, aligned_matrix, check_landmarks
+from facedag.faces.align import loose_crop
 from facedag.faces.detect import FaceDetector, pick_faces
-from facedag.faces.features import face_features, head_pose
+from facedag.faces.landmarkers import LANDMARKERS
+from facedag.faces.measure import measure_face
+from facedag.records import Rejected
+from facedag.tables import FEATURES
 
 DETECT_WIDTH = 256  # frames are downscaled to this width for the shot detector (as SceneManager does)
 
@@ -254,17 +257,27 @@ FACE_COLUMNS = ("yaw", "pitch", "roll", "mouth_open", "eyes_open", "luminance", 
 
 
 class FaceSampler:
-    """The `analyze` callback of `scan_clip`: the largest face of each sampled frame, aligned,
-    with pose (facedag.faces.features.head_pose) and expression/lighting/sharpness features.
+    """The `analyze` callback of `scan_clip`: the largest face of each sampled frame, aligned
+    and measured as align measures it (facedag.faces.measure: pose and expression from the
+    `landmarker`, lighting and sharpness from the aligned face), so that trim and profile see
+    the same pose and expression that align and dedupe later bin by.
 
     Returns per frame a dict of FACE_COLUMNS plus `score` and `size` (px), or None when no
-    face passes the detector's thresholds or its landmarks cannot be aligned.
+    face passes the detector's thresholds or its landmarks cannot be aligned. Use it as a
+    context manager (it holds the landmarker's model).
     """
 
     def __init__(self, face_size: int = 128, score_threshold: float = 0.8, min_size: float = 40.0,
-                 max_side: int = 640) -> None:
+                 max_side: int = 640, landmarker: str = "retinaface") -> None:  # fmt: skip
         self.face_size = int(face_size)
         self.detector = FaceDetector(score_threshold=score_threshold, min_size=min_size, max_side=max_side)
+        self.landmarker = LANDMARKERS.get(landmarker)()
+
+    def __enter__(self) -> FaceSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.landmarker.__exit__(None, None, None)
 
     def __call__(self, batch: Sequence[tuple[float, np.ndarray]]) -> list[dict[str, float] | None]:
         frames = [image for _, image in batch]
@@ -276,11 +289,10 @@ class FaceSampler:
 
     def describe(self, image: np.ndarray, det: Any) -> dict[str, float] | None:
         try:
-            check_landmarks(det.landmarks)
-            m = aligned_matrix(det.landmarks, self.face_size)
-            yaw, pitch, roll = head_pose(det.landmarks, image.shape)
-        except ValueError:
+            crop, cm = loose_crop(image, det.landmarks, self.face_size)
+            face = measure_face(crop, cm, det.landmarks, image.shape, self.face_size, self.landmarker)
+        except (ValueError, Rejected):
             return None
-        rec = face_features(align_face(image, m, self.face_size))
-        rec.update(yaw=yaw, pitch=pitch, roll=roll, score=float(det.score), size=float(det.size))
+        rec = {name: float(face.features[name]) for name in FEATURES}
+        rec.update(score=float(det.score), size=float(det.size))
         return rec

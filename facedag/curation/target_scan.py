@@ -35,11 +35,13 @@ def profile_target(
     cfg: Convert | None = None,
     *,
     face_size: int = 128,
+    landmarker: str = "retinaface",
     fps: float = 4.0,
     max_samples: int = 2000,
     timeout: float | None = None,
 ) -> TargetProfile:
-    """Sample `path`, find the face convert would replace (cfg: convert's section) and measure it.
+    """Sample `path`, find the face convert would replace (cfg: convert's section) and measure it
+    (with `landmarker`, align's, so that the profile's poses are the ones the datasets bin by).
 
     Raises Rejected (facedag.sources.media's codes) when the target does not open or no frame decodes;
     a decode that stops later (time limit, damage) returns what it sampled, `complete` False
@@ -50,23 +52,24 @@ def profile_target(
     info = probe(path)
     rate = sampling_fps(info.duration, fps, max_samples)
     limit = timeout if timeout is not None else TIMEOUT_BASE_S + TIMEOUT_PER_SECOND * info.duration
-    sampler = FaceSampler(face_size, cfg.score_threshold, cfg.min_size, cfg.detect_max_side)
+    sampler = FaceSampler(face_size, cfg.score_threshold, cfg.min_size, cfg.detect_max_side, landmarker)
     follower = FaceFollower(cfg.policy, cfg.iou_threshold, cfg.track_max_gap)
     rows: list[dict[str, float]] = []
     frames = 0
     stopped, note = "", ""
-    try:
-        for frame, chosen in follow_faces(iter_frames(path, fps=rate, timeout=limit), sampler.detector, follower,
-                                          batch=8):
-            frames += 1
-            for det, _ in chosen:
-                rec = sampler.describe(frame.image, det)
-                if rec is not None:
-                    rows.append({"time": frame.time, **{c: rec[c] for c in SAMPLE_COLUMNS if c != "time"}})
-    except Rejected as exc:
-        if frames == 0:
-            raise
-        stopped, note = exc.reason, f"stopped after {frames} sampled frames: {exc.reason}: {exc.message}"
+    with sampler:
+        try:
+            for frame, chosen in follow_faces(iter_frames(path, fps=rate, timeout=limit), sampler.detector, follower,
+                                              batch=8):
+                frames += 1
+                for det, _ in chosen:
+                    rec = sampler.describe(frame.image, det)
+                    if rec is not None:
+                        rows.append({"time": frame.time, **{c: rec[c] for c in SAMPLE_COLUMNS if c != "time"}})
+        except Rejected as exc:
+            if frames == 0:
+                raise
+            stopped, note = exc.reason, f"stopped after {frames} sampled frames: {exc.reason}: {exc.message}"
     samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype("float64")
     if not rows:
         note = note or f"no face to replace found in {frames} sampled frames"

@@ -57,12 +57,13 @@ def template(size: int) -> np.ndarray:
     return unit * size - 0.5
 
 
-def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def similarity_matrix(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift; no reflection) src -> dst.
 
     Umeyama (1991), "Least-squares estimation of transformation parameters between two
-    point patterns". Returns a 2x3 float64 matrix. Raises ValueError on degenerate input
-    (fewer than 2 points, all points equal, or non-finite values).
+    point patterns", with optional per-point `weights` (the dense mesh weighs its stable
+    points). Returns a 2x3 float64 matrix. Raises ValueError on degenerate input (fewer than
+    2 points, all points equal, or non-finite values).
     """
     src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
@@ -70,12 +71,16 @@ def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError("need two point sets of the same shape with at least 2 points")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("landmarks are not finite")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(src),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
     sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc**2).sum() / len(src)
+    var_s = float(w @ (sc**2).sum(1))
     if var_s < 1e-12:
         raise ValueError("landmarks are degenerate (all at one point)")
-    cov = dc.T @ sc / len(src)
+    cov = (dc * w[:, None]).T @ sc
     u, d, vt = np.linalg.svd(cov)
     s = np.ones(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:

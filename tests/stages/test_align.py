@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facedag.faces.align import template, transform_points
+from facedag.faces.mesh import five_points
 from tests.stages.test_extract import SAMPLES, make_clip, make_project, portrait, rejected, run_stage
 
 FEATURES = ["yaw", "pitch", "roll", "luminance", "asymmetry", "contrast", "warmth", "cct",
@@ -34,8 +35,12 @@ ALIGNED_COLUMNS = {
     **dict.fromkeys(FEATURES, pa.float32()),
     "image": pa.binary(),
     "image_format": pa.string(),
+    "landmarks_from": pa.string(),
+    "mesh": pa.list_(pa.float32(), 956),
+    "blendshapes": pa.list_(pa.float32(), 52),
+    "smile": pa.float32(),
 }
-ALIGN_METRICS = {"faces_in", "faces", "rejected"}
+ALIGN_METRICS = {"faces_in", "faces", "rejected", "faces_mesh", "faces_five_points"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,7 @@ def test_align_metrics_and_rejections(project: Path) -> None:
     extracted = json.loads((project / "data" / "extract" / "src" / "metrics.json").read_text())
     assert metrics["faces_in"] == extracted["faces"] + 2
     assert metrics["faces"] == extracted["faces"] and metrics["rejected"] == 2
+    assert metrics["faces_mesh"] == metrics["faces"] and metrics["faces_five_points"] == 0
     assert rejected(project, "align") == {"broken crop": "undecodable_crop", "collapsed": "degenerate_landmarks"}
 
 
@@ -81,6 +87,11 @@ def test_aligned_table_columns_and_geometry(project: Path) -> None:
         lm = np.asarray(row.landmarks, dtype=np.float64).reshape(5, 2)
         # the matrix maps FRAME px to the aligned face: the landmarks land near the template
         assert np.abs(transform_points(lm, m) - template(64)).max() < 0.12 * 64
+        # the dense mesh, in aligned px, frames the face as the template does
+        assert row.landmarks_from == "mesh"
+        mesh = np.asarray(row.mesh, dtype=np.float64).reshape(478, 2)
+        assert np.abs(five_points(mesh) - template(64)).max() < 0.08 * 64
+        assert len(row.blendshapes) == 52 and 0 <= row.smile <= 1
 
 
 def test_aligned_matrix_pastes_back_into_the_frame(project: Path) -> None:
@@ -131,5 +142,6 @@ def test_align_on_sample_footage(tmp_path: Path) -> None:
     assert {name: schema.field(name).type for name in schema.names} == ALIGNED_COLUMNS
     metrics = json.loads((root / "data" / "align" / "src" / "metrics.json").read_text())
     assert metrics["faces"] == metrics["faces_in"] > 0
+    assert metrics["faces_mesh"] >= 0.75 * metrics["faces"]  # a few profiles fall back to five points
     table = pd.read_parquet(path)
     assert table["yaw"].abs().max() > 10  # the hikers turn their heads

@@ -4,9 +4,20 @@ face or to read pose and expression finely (facedag.faces.features derives those
 
 from __future__ import annotations
 
+from types import TracebackType
+
 import numpy as np
+
+from facedag.faces.landmarkers import FaceLandmarks, five_point_landmarks
 
 
 class Landmarker:
-    def __call__(self, crop: np.ndarray, crop_matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-        return np.asarray(points, dtype=np.float64).reshape(5, 2)
+    def __call__(self, crop: np.ndarray, crop_matrix: np.ndarray, points: np.ndarray) -> FaceLandmarks:
+        return five_point_landmarks(points)
+
+    def __enter__(self) -> Landmarker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        return None
