@@ -69,6 +69,7 @@ def resume_key(params: Params, device: str, chunk: int) -> dict[str, Any]:
         "stage": STAGE,
         "base": params.base.model_dump(mode="json"),
         "convert": params.convert.model_dump(mode="json"),
+        "landmarker": params.align.landmarker,
         "target": params.target.model_dump(mode="json"),
         "files": file_digests([params.target.uri, *weights_files(params)]),
         "device": device,
@@ -105,7 +106,7 @@ def run(params: Params) -> None:
     try:
         with atomic_path(out / "frames.mkv") as video, atomic_path(out / "frames.parquet") as table:
             stats = convert_video(params.target.uri, video, swapper, swapper.face_size, cv, table=table,
-                                  resume=resume, chunk_frames=chunk)  # fmt: skip
+                                  resume=resume, chunk_frames=chunk, landmarker=params.align.landmarker)  # fmt: skip
             if stats.frames_swapped == 0:
                 where = f"{stats.frames} frames of {params.target.uri}"
                 raise StageFailed(f"no {cv.replace!r} face found to swap in {where}")

@@ -3,11 +3,15 @@
     frames (PyAV, facedag.sources.media.iter_frames)
       -> detect + follow the face (facedag.faces.detect.follow_faces: the SAME code extract uses,
          so the dst face is found in the target exactly as it was in the training data)
-      -> smooth its landmarks over time (facedag.faces.smoothing, One Euro per track)
-      -> align (facedag.faces.align.aligned_matrix on the smoothed landmarks, align_face)
+      -> landmark it on its loose crop (`align.landmarker`, facedag.faces.landmarkers: the mesh,
+         or five points where it finds none), as align did for the training faces
+      -> smooth the alignment over time (facedag.faces.smoothing, One Euro per track, on the five
+         template points the landmarks' similarity places in the frame)
+      -> align (facedag.faces.align.aligned_matrix on the smoothed points, align_face)
       -> swap, in batches of `convert.batch` aligned faces (any `swap(faces) -> faces`
          callable; the stage passes facedag.training.model.Swapper)
-      -> mask, colour match and paste back with the inverse matrix (facedag.swap.blend)
+      -> mask (`convert.mask`, from the face's own mesh in aligned px), colour match and paste
+         back with the inverse matrix (facedag.swap.blend)
       -> ffmpeg rawvideo pipe -> lossless intermediate (FFV1 in .mkv, RGB planes, so the
          frames are bit-exact where nothing was swapped)
 
@@ -68,10 +72,12 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 
-from facedag.faces.align import align_face, aligned_matrix, transform_points
+from facedag.faces.align import align_face, aligned_matrix, invert_affine, loose_crop, template, transform_points
 from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
+from facedag.faces.landmarkers import LANDMARKERS, FaceLandmarks, Landmarker
 from facedag.faces.smoothing import LandmarkSmoother, OneEuroFilter
 from facedag.params import Convert
 from facedag.progress import progress
@@ -153,7 +159,7 @@ class _Job:
     bbox: tuple[float, float, float, float]
     track: int
     matrix: np.ndarray
-    landmarks: np.ndarray  # aligned px (smoothed)
+    landmarks: np.ndarray  # aligned px (smoothed): the mesh's 478, or five where the landmarker fell back
     aligned: np.ndarray  # the target's aligned face (RGB uint8)
 
 
@@ -184,6 +190,7 @@ class ConvertStats:
     frames_swapped: int = 0
     faces_swapped: int = 0
     faces_unaligned: int = 0
+    faces_mesh: int = 0  # swapped faces aligned and masked by the mesh (the rest: five points)
     mask_area_total: int = 0
     seconds: float = 0.0
     swap_seconds: float = 0.0
@@ -195,6 +202,7 @@ class ConvertStats:
             "frames_swapped": self.frames_swapped,
             "faces_swapped": self.faces_swapped,
             "faces_unaligned": self.faces_unaligned,
+            "faces_mesh": self.faces_mesh,
             "tracks": len(self.tracks),
             "mean_mask_area": round(self.mask_area_total / self.frames_swapped, 1) if self.frames_swapped else 0.0,
             "fps": round(self.frames / self.seconds, 3) if self.seconds > 0 else 0.0,
@@ -207,8 +215,9 @@ class _Converter:
     """The batching core: holds frames until their faces are swapped, then pastes and emits them."""
 
     def __init__(self, swap: Swap, face_size: int, cfg: Convert, emit: Callable[[Frame, FrameResult], None],
-                 keep_alpha: bool, stats: ConvertStats) -> None:  # fmt: skip
+                 keep_alpha: bool, stats: ConvertStats, landmarker: Landmarker) -> None:  # fmt: skip
         self.swap = swap
+        self.landmarker = landmarker
         self.size = int(face_size)
         self.cfg = cfg
         self.emit = emit
@@ -221,19 +230,27 @@ class _Converter:
     def add(self, frame: Frame, chosen: list) -> None:
         jobs: list[_Job] = []
         for det, track in chosen:
-            lm = self.smoother(track, frame.time, det.landmarks)
             try:
-                m = aligned_matrix(lm, self.size)
+                found = self._landmarks(frame.image, det.landmarks)
+                # the dense fit is smoothed through the five template points it places in the
+                # frame: one filter per track whichever landmarks a frame got
+                placed = transform_points(template(self.size), invert_affine(found.matrix(self.size)))
+                m = aligned_matrix(self.smoother(track, frame.time, placed), self.size)
                 aligned = align_face(frame.image, m, self.size)
-            except ValueError:
+            except (ValueError, cv2.error, np.linalg.LinAlgError):
                 self.stats.faces_unaligned += 1
                 continue
-            jobs.append(_Job(det.score, det.bbox, track, m, transform_points(lm, m), aligned))
+            self.stats.faces_mesh += found.dense
+            jobs.append(_Job(det.score, det.bbox, track, m, transform_points(found.points, m), aligned))
         self.pending.append((frame, jobs))
         self.waiting += len(jobs)
         # a full batch of faces, or many frames held (long stretches without a face): flush
         if self.waiting >= self.cfg.batch or len(self.pending) >= 2 * self.cfg.batch:
             self.flush()
+
+    def _landmarks(self, image: np.ndarray, points: np.ndarray) -> FaceLandmarks:
+        crop, cm = loose_crop(image, points, self.size)
+        return self.landmarker(crop, cm, points)
 
     def flush(self) -> None:
         jobs = [job for _, js in self.pending for job in js]
@@ -458,6 +475,7 @@ def convert_video(
     timeout: float | None = None,
     resume: ResumeDir | None = None,
     chunk_frames: int = CHUNK_FRAMES,
+    landmarker: str = "retinaface",
 ) -> ConvertStats:
     """Swap the followed face in every frame of `target`; write `out_video` (and `table`).
 
@@ -470,6 +488,7 @@ def convert_video(
     resume: where the chunks live, so that a killed run resumes (module doc); its key must cover
         everything that decides the result. Without it a temp folder is used.
     chunk_frames: frames per chunk (rounded up to a multiple of the detector batch).
+    landmarker: the kind that places each target face's landmarks (align's `align.landmarker`).
     The caller writes atomically (out paths are temp paths from facedag.records.atomic_path)
     and clears `resume` once they are in place. Raises Rejected from facedag.sources.media when the
     target cannot be read, and StageFailed ("no space left on device while writing <path>")
@@ -492,9 +511,9 @@ def convert_video(
             detector = detector or FaceDetector(
                 cfg.score_threshold, cfg.min_size, cfg.detect_max_side, max_batch=min(cfg.batch, 64)
             )
-            with space_guard(work.path):
+            with space_guard(work.path), LANDMARKERS.get(landmarker)() as marks:
                 _convert_chunks(target, work, state, stats, swap, face_size, cfg, detector, chunk, info.frames,
-                                rate, (info.width, info.height), deadline, on_frame, keep_alpha)  # fmt: skip
+                                rate, (info.width, info.height), deadline, on_frame, keep_alpha, marks)  # fmt: skip
             names = _committed(work)
         if stats.frames == 0:
             raise Rejected("undecodable", "no video frame decodes")
@@ -510,7 +529,8 @@ def convert_video(
 def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict[str, Any] | None,
                     stats: ConvertStats, swap: Swap, face_size: int, cfg: Convert, detector: FaceDetector,
                     chunk: int, total: int, rate: Fraction, size: tuple[int, int], deadline: float,
-                    on_frame: Callable[[FrameResult], None] | None, keep_alpha: bool) -> None:  # fmt: skip
+                    on_frame: Callable[[FrameResult], None] | None, keep_alpha: bool,
+                    landmarker: Landmarker) -> None:  # fmt: skip
     """Convert the frames after the last committed chunk, committing a chunk every `chunk` frames."""
     start = state["next_frame"] if state is not None else 0
     seconds_before = stats.seconds
@@ -529,7 +549,7 @@ def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict
         if on_frame is not None:
             on_frame(result)
 
-    core = _Converter(swap, face_size, cfg, emit, keep_alpha, stats)
+    core = _Converter(swap, face_size, cfg, emit, keep_alpha, stats, landmarker)
     if state is not None:
         _load_smoother(core.smoother, state["smoother"])
     follower = _ResumedFollower(cfg, state["follower"] if state is not None else None)

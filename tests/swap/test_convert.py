@@ -108,3 +108,24 @@ def test_colour_modes_and_x264rgb_run_and_stay_lossless_outside(target, tmp_path
 def test_a_bad_swap_output_is_refused(target, tmp_path):
     with pytest.raises(ValueError, match="swap returned"):
         convert_video(target, tmp_path / "x.mkv", lambda f: f[:, :10], 64, Convert(batch=2))
+
+
+def test_mesh_landmarker_aligns_and_masks_every_face_by_its_mesh(target, tmp_path):
+    """With the mesh landmarker, each target face is aligned and masked by its own mesh: the
+    mask follows the oval (larger than the five-point hull), and pixels
+    outside it stay bit-exact."""
+    areas = {}
+    for kind, landmarker in (("hull", "retinaface"), ("components", "mediapipe")):
+        results = []
+        stats = convert_video(target, tmp_path / f"{kind}.mkv", invert, 64, Convert(batch=4, mask=kind),
+                              on_frame=results.append, keep_alpha=True, landmarker=landmarker)  # fmt: skip
+        areas[kind] = np.mean([r.mask_area for r in results if r.swapped])
+        if landmarker == "mediapipe":
+            assert stats.faces_mesh == stats.faces_swapped >= FACE_FRAMES - 2
+            out = [f.image for f in iter_frames(tmp_path / f"{kind}.mkv")]
+            src = [f.image for f in iter_frames(target)]
+            for a, b, r in zip(src, out, results, strict=True):
+                assert np.array_equal(a[r.alpha == 0], b[r.alpha == 0])
+        else:
+            assert stats.faces_mesh == 0
+    assert areas["components"] > areas["hull"]

@@ -4,11 +4,13 @@ A mask says which pixels of the aligned face are pasted over the target. Each mo
 
     build(size: int, landmarks: np.ndarray, erode: float, feather: float) -> np.ndarray
 
-`landmarks` are the face's points in aligned px (facedag.faces.detect's five today), `erode`
+`landmarks` are the face's points in aligned px, the mesh's 478 (facedag.faces.mesh) or five
+(facedag.faces.detect's, where the landmarker fell back to them), `erode`
 and `feather` fractions of `size`; the result is float32 (size, size) in [0, 1] and exactly 0
 outside the region (convert's tests check that such pixels are never touched). `_shape.py`
-holds the erosion and inward feather every kind shares. Kinds: `hull` (the inner face derived
-from five landmarks).
+holds the erosion and inward feather every kind shares. Kinds: `components` (the mesh's face
+oval), `extended` (the oval raised up the forehead), `hull` (the inner face derived from five
+landmarks). The mesh kinds fall back to `hull` for a five-point face.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import math
 import cv2
 import numpy as np
 
+from facedag.faces.mesh import five_points
+from facedag.swap.masks._mesh import mesh_points
 from facedag.swap.masks._shape import erode_and_feather
 
 
@@ -54,8 +56,11 @@ def face_outline(landmarks: np.ndarray) -> np.ndarray:
 
 
 def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06) -> np.ndarray:
-    """The hull mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the hull."""
-    pts = face_outline(landmarks)
+    """The hull mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the hull.
+
+    `landmarks` are five points, or a mesh (its five detector-order points are used)."""
+    mesh = mesh_points(landmarks)
+    pts = face_outline(five_points(mesh) if mesh is not None else landmarks)
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))  # 4 fractional bits
     canvas = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_8, shift=4)

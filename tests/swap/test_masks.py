@@ -1,0 +1,58 @@
+"""facedag.swap.masks: the mesh kinds on a real face's mesh, against the five-point hull."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facedag.faces.align import loose_crop, transform_points
+from facedag.faces.detect import FaceDetector
+from facedag.faces.landmarkers import LANDMARKERS
+from facedag.faces.mesh import five_points, regions
+from facedag.swap.masks import MASKS
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def mesh() -> np.ndarray:
+    """A real face's mesh in aligned px (the astronaut)."""
+    from skimage.data import astronaut
+
+    image = np.ascontiguousarray(astronaut())
+    det = FaceDetector().detect(image)[0]
+    crop, cm = loose_crop(image, det.landmarks, SIZE)
+    with LANDMARKERS.get("mediapipe")() as landmarker:
+        found = landmarker(crop, cm, det.landmarks)
+    assert found.dense
+    return transform_points(found.points, found.matrix(SIZE))
+
+
+def test_components_covers_the_oval_and_nothing_outside(mesh: np.ndarray) -> None:
+    m = MASKS.get("components")(SIZE, mesh, 0.0, 0.0)
+    r = regions()
+    inside = np.round(mesh[np.concatenate([r["lips"], r["nose"], r["eye_l"], r["eye_r"]])]).astype(int)
+    assert (m[inside[:, 1], inside[:, 0]] == 1).all()
+    oval = mesh[r["oval"]]
+    (x0, y0), (x1, y1) = oval.min(0), oval.max(0)
+    ys, xs = np.nonzero(m)
+    assert xs.min() >= x0 - 1 and xs.max() <= x1 + 1 and ys.min() >= y0 - 1 and ys.max() <= y1 + 1
+
+
+def test_mesh_masks_reach_the_chin_where_the_hull_guesses(mesh: np.ndarray) -> None:
+    hull = MASKS.get("hull")(SIZE, mesh, 0.02, 0.06)
+    components = MASKS.get("components")(SIZE, mesh, 0.02, 0.06)
+    extended = MASKS.get("extended")(SIZE, mesh, 0.02, 0.06)
+    assert components.sum() > hull.sum()
+    assert extended.sum() > components.sum()
+    # the extended mask adds forehead only: above the brows
+    added = (extended > 0) & (components == 0)
+    r = regions()
+    brow_y = mesh[np.concatenate([r["brow_l"], r["brow_r"]]), 1].min()
+    assert added.any() and np.nonzero(added)[0].max() < brow_y
+
+
+@pytest.mark.parametrize("kind", ["components", "extended"])
+def test_mesh_kinds_fall_back_to_the_hull_for_five_points(mesh: np.ndarray, kind: str) -> None:
+    five = five_points(mesh)
+    assert np.array_equal(MASKS.get(kind)(SIZE, five, 0.02, 0.06), MASKS.get("hull")(SIZE, five, 0.02, 0.06))
