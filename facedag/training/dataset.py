@@ -30,6 +30,7 @@ import torch
 
 from facedag.records import StageFailed, sha256_file
 from facedag.tables import decode_image
+from facedag.training.losses import mesh_weight_map, weight_map
 
 HOLDOUT_AS_TRAIN = 16  # training faces evaluated on when an identity has no held-out face
 
@@ -54,37 +55,63 @@ class FaceSet:
     holdout_is_train: bool  # no held-out face: evaluation uses training faces
     skipped: int  # rows whose image did not decode
     note: str = ""  # why there is no held-out face, for the log
+    weights: torch.Tensor | None = None  # float16 (N, 1, S, S) per-face loss weights, as images
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device."""
         return self.images.index_select(0, idx.to(self.images.device)).float().div_(255.0)
 
+    def batch_weights(self, idx: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+        """Float (B, 1, S, S) loss weights of the given faces, or `default` (1, 1, S, S) without them."""
+        if self.weights is None:
+            return default
+        return self.weights.index_select(0, idx.to(self.weights.device)).float()
 
-def read_faces(path: str | os.PathLike[str], face_size: int) -> tuple[np.ndarray, list[str], int]:
-    """(uint8 (N, S, S, 3) RGB faces, group per face, undecodable count) from a dataset.parquet.
+
+def read_faces(path: str | os.PathLike[str], face_size: int, eyes_mouth_weight: float | None = None,
+               ) -> tuple[np.ndarray, list[str], int, np.ndarray | None]:  # fmt: skip
+    """(uint8 (N, S, S, 3) RGB faces, group per face, undecodable count, loss weights) from a
+    dataset.parquet.
 
     Faces stored at another size are resized (INTER_AREA down, cubic up), so a model can train
-    at a size other than the one the data half aligned at.
+    at a size other than the one the data half aligned at. With `eyes_mouth_weight`, each
+    face's loss weights too (float32 (N, 1, S, S), facedag.training.losses: from its mesh, or the
+    template's map where align had five points only); else None.
     """
-    table = pq.read_table(path, columns=["clip", "track", "image"])
+    columns = ["clip", "track", "image"]
+    with_mesh = eyes_mouth_weight is not None and "mesh" in pq.read_schema(path).names
+    table = pq.read_table(path, columns=[*columns, "mesh"] if with_mesh else columns)
     clips = table.column("clip").to_pylist()
     tracks = table.column("track").to_pylist()
     images = table.column("image").to_pylist()
+    meshes = table.column("mesh").to_pylist() if with_mesh else [None] * len(images)
     out: list[np.ndarray] = []
     groups: list[str] = []
+    maps: list[np.ndarray] = []
     skipped = 0
-    for clip, track, data in zip(clips, tracks, images, strict=True):
+    for clip, track, data, mesh in zip(clips, tracks, images, meshes, strict=True):
         img = decode_image(data)
         if img is None or img.shape[0] != img.shape[1]:
             skipped += 1
             continue
-        if img.shape[0] != face_size:
-            interp = cv2.INTER_AREA if img.shape[0] > face_size else cv2.INTER_CUBIC
+        stored = img.shape[0]
+        if stored != face_size:
+            interp = cv2.INTER_AREA if stored > face_size else cv2.INTER_CUBIC
             img = cv2.resize(img, (face_size, face_size), interpolation=interp)
         out.append(img)
         groups.append(f"{clip}#{track}")
+        if eyes_mouth_weight is not None:
+            if mesh is None:
+                maps.append(np.asarray(weight_map(face_size, eyes_mouth_weight))[0, 0])
+            else:
+                k = face_size / stored  # pixel centres: x' = (x + 0.5) k - 0.5
+                pts = (np.asarray(mesh, dtype=np.float64).reshape(-1, 2) + 0.5) * k - 0.5
+                maps.append(mesh_weight_map(pts, face_size, eyes_mouth_weight))
     faces = np.stack(out) if out else np.zeros((0, face_size, face_size, 3), np.uint8)
-    return faces, groups, skipped
+    weights = None
+    if eyes_mouth_weight is not None:
+        weights = np.stack(maps)[:, None] if maps else np.zeros((0, 1, face_size, face_size), np.float32)
+    return faces, groups, skipped, weights
 
 
 def dataset_hash(root: str | os.PathLike[str], identities: list[str], face_size: int) -> str:
@@ -105,25 +132,26 @@ def _clip(group: str) -> str:
 
 
 def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size: int,
-                 device: str | torch.device = "cpu") -> dict[str, FaceSet]:
+                 device: str | torch.device = "cpu", eyes_mouth_weight: float | None = None) -> dict[str, FaceSet]:
     """Every identity's FaceSet; StageFailed (one line naming the identity) when one has no usable
-    face, or when a clip is on both sides of the split (a hand-made or mixed-up data folder)."""
+    face, or when a clip is on both sides of the split (a hand-made or mixed-up data folder).
+    With `eyes_mouth_weight`, each face's loss weights come with it (FaceSet.weights)."""
     sets: dict[str, FaceSet] = {}
     for name in identities:
         path, hold_path = dataset_path(root, name), holdout_path(root, name)
         if not path.exists():
             raise StageFailed(f"{path} not found: run the data stages for identity {name!r} first (dedupe@{name})")
-        faces, groups, skipped = read_faces(path, face_size)
+        faces, groups, skipped, weights = read_faces(path, face_size, eyes_mouth_weight)
         if len(faces) == 0:
             raise StageFailed(f"identity {name!r} has no usable face in {path}")
         note = ""
         if hold_path.exists():
-            held, hold_groups, hold_skipped = read_faces(hold_path, face_size)
+            held, hold_groups, hold_skipped, held_weights = read_faces(hold_path, face_size, eyes_mouth_weight)
             skipped += hold_skipped
             if not held.size:
                 note = f"dedupe held out no shot (see data/dedupe/{name}/metrics.json)"
         else:
-            held, hold_groups = faces[:0], []
+            held, hold_groups, held_weights = faces[:0], [], None if weights is None else weights[:0]
             note = f"no {hold_path}: rerun dedupe@{name}"
         shared = sorted({_clip(g) for g in hold_groups} & {_clip(g) for g in groups})
         if shared:
@@ -136,6 +164,9 @@ def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size:
         else:
             hold_idx = torch.arange(len(faces), len(faces) + len(held))
         images = torch.from_numpy(np.concatenate([faces, held])).permute(0, 3, 1, 2).contiguous().to(device)
+        face_weights = None
+        if weights is not None and held_weights is not None:
+            face_weights = torch.from_numpy(np.concatenate([weights, held_weights])).to(torch.float16).to(device)
         sets[name] = FaceSet(name, images, groups + hold_groups, train_idx, hold_idx, holdout_is_train, skipped,
-                             note)
+                             note, face_weights)
     return sets

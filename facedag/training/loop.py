@@ -141,7 +141,7 @@ class Trainer:
             seed_all(seed)
         self.identities = identities = list(params.identities)
         self.cfg = cfg = model_config(params)
-        self.sets = sets = load_dataset(root, identities, cfg.face_size, device)
+        self.sets = sets = load_dataset(root, identities, cfg.face_size, device, t.eyes_mouth_weight)
         self.dhash = dataset_hash(root, identities, cfg.face_size)
         for name, fs in sets.items():
             note = f" (no held-out face: {fs.note}; scored on training faces)" if fs.holdout_is_train else ""
@@ -207,8 +207,9 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         losses = {}
         for name in self.identities:
-            x = self.sets[name].batch(self.samplers[name].next(t.batch_size))
-            inp, tgt, w = augment(x, self.wmap, self.aug_cfg, self.aug_gen)
+            idx = self.samplers[name].next(t.batch_size)
+            faces = self.sets[name]
+            inp, tgt, w = augment(faces.batch(idx), faces.batch_weights(idx, self.wmap), self.aug_cfg, self.aug_gen)
             inp = inp.contiguous(memory_format=torch.channels_last)
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
             with ctx:

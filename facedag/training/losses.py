@@ -4,10 +4,14 @@ Why masked: convert pastes back only the face region, so capacity spent on hair 
 is wasted; and the eyes and mouth are where a swap is judged (gaze, teeth, expression), yet they
 are a few percent of the pixels, so a plain mean lets the model blur them.
 
-The weight map is defined on the aligned template (facedag.faces.align.template), so one map serves
-every face of a size: 1 inside facedag.faces.features.face_mask (softened by a small blur), 0 outside,
-and `eyes_mouth_weight` over ellipses around the eyes and the mouth. The augmentation warps the
-map with the target face (facedag.training.augment), so a shifted face keeps its weights.
+Each face with a mesh (align's `mesh`, facedag.faces.mesh) has its own weight map
+(`mesh_weight_map`): 1 inside its face oval (softened by a small blur), 0 outside, and
+`eyes_mouth_weight` over its own eyes, brows and lips, half that extra over its nose, so the
+weights sit on a squinting eye or an open mouth wherever the face puts them. A face aligned
+by five points gets the template's map (`weight_map`): 1 inside
+facedag.faces.features.face_mask, `eyes_mouth_weight` over ellipses where the template puts
+the eyes and the mouth. The augmentation warps the map with the target face
+(facedag.training.augment), so a shifted face keeps its weights.
 
 SSIM is facedag.quality.ssim's (the same SSIM the quality metrics report); DSSIM = (1 - SSIM) / 2
 is the loss term. Identical images give exactly 0.
@@ -48,6 +52,30 @@ def _weight_map_np(size: int, eyes_mouth_weight: float) -> np.ndarray:
     out = mask * weights
     out.flags.writeable = False
     return out
+
+
+def mesh_weight_map(mesh: np.ndarray, size: int, eyes_mouth_weight: float = 3.0) -> np.ndarray:
+    """float32 (S, S) loss weights of one face from its mesh in aligned px (see the module doc)."""
+    from facedag.faces.mesh import regions
+
+    pts = np.asarray(mesh, dtype=np.float64).reshape(-1, 2)
+    r = regions()
+    sigma = max(size / 64.0, 0.5)
+
+    def fill(*names: str) -> np.ndarray:
+        canvas = np.zeros((size, size), np.float32)
+        for name in names:
+            hull = cv2.convexHull(np.round(pts[r[name]] * 16).astype(np.int32))
+            cv2.fillConvexPoly(canvas, hull, 1.0, lineType=cv2.LINE_8, shift=4)
+        return canvas
+
+    face = cv2.GaussianBlur(fill("oval"), (0, 0), sigma)
+    extra = float(eyes_mouth_weight) - 1.0
+    features = np.maximum(fill("eye_l", "eye_r", "brow_l", "brow_r", "lips"), 0.5 * fill("nose"))
+    # the features a little wider than their outlines (lids, lip edges), then softened
+    features = cv2.dilate(features, np.ones((3, 3), np.uint8), iterations=max(1, round(size / 64)))
+    weights = 1.0 + extra * cv2.GaussianBlur(features, (0, 0), sigma)
+    return (face * weights).astype(np.float32)
 
 
 def weight_map(size: int, eyes_mouth_weight: float = 3.0, device: str | torch.device = "cpu") -> torch.Tensor:

@@ -55,3 +55,35 @@ def test_eyes_and_mouth_weigh_more() -> None:
     assert float(l_eye) > 2.0 * float(l_cheek)
     l_eye_plain, _ = masked_loss(eye, x, plain)
     assert float(l_eye) > 1.3 * float(l_eye_plain)  # normalised by total weight, so less than 4x
+
+
+def test_mesh_weight_map_follows_each_faces_own_features(tmp_path) -> None:
+    """Per-face weights from a real mesh (the portrait set's): heavy on its eyes and lips, 1 on the
+    cheek, 0 outside its oval; a face moved in the aligned square moves its weights with it."""
+    import numpy as np
+
+    from facedag.faces.mesh import regions
+    from facedag.training.dataset import read_faces
+    from facedag.training.losses import mesh_weight_map
+    from facedag.training.portrait_set import write_portrait_dataset
+
+    path = tmp_path / "dataset.parquet"
+    write_portrait_dataset(path, "astronaut", S, tracks=1, per_track=3)
+    *_, weights = read_faces(path, S, 3.0)
+    assert weights is not None and weights.shape == (3, 1, S, S)
+    import pyarrow.parquet as pq
+
+    meshes = [np.asarray(m, dtype=np.float64).reshape(478, 2) for m in pq.read_table(path).column("mesh").to_pylist()]
+    r = regions()
+    for w, mesh in zip(weights[:, 0], meshes, strict=True):
+        eye = np.round(mesh[r["eye_l"]].mean(0)).astype(int)
+        lips = np.round(mesh[r["lips"]].mean(0)).astype(int)
+        cheek = np.round(0.5 * mesh[r["eye_l"]].mean(0) + 0.5 * mesh[r["lips"]][np.argmin(mesh[r["lips"], 0])]
+                         - (0.12 * S, 0)).astype(int)  # fmt: skip
+        assert w[eye[1], eye[0]] > 2.0 and w[lips[1], lips[0]] > 2.0
+        assert 0.5 < w[cheek[1], cheek[0]] < 1.5
+        assert w[0, 0] == 0 and w[-1, -1] == 0
+    shifted = mesh_weight_map(meshes[0] + (4, 0), S, 3.0)
+    assert np.allclose(shifted[:, 8:-8], np.asarray(mesh_weight_map(meshes[0], S, 3.0))[:, 4:-12], atol=1e-4)
+    # five-point faces (no mesh) get the template's map
+    assert read_faces(path, S)[3] is None
