@@ -8,13 +8,16 @@ stored for each frame (`data/convert/frames.parquet`), and measures (facedag.qua
 facedag.quality.metrics): the flicker ratio inside the mask against the target's own change, the
 seam at the mask's edge against the skin gradient just outside, the LAB colour gap between
 the swapped face and the skin ring around it, the landmark error of the output against the
-target (RetinaFace on both, convert's thresholds), and the share of swapped frames in which
-RetinaFace still finds a face. Writes, under `data/evaluate/video/` (each atomically):
+target (RetinaFace on both, convert's thresholds), the share of swapped frames in which
+RetinaFace still finds a face, and the pose and expression error of the output against the
+target (MediaPipe's head pose and blendshapes on both, facedag.quality.fidelity).
+Writes, under `data/evaluate/video/` (each atomically):
 
 - `metrics.json`: the summary, with each goal (flicker <= 1.1, seam <= 0.10, colour gap
   <= 2.3) and whether it is met;
 - `frames.parquet`: one row per frame (for the report and for finding bad stretches);
-- `plots/quality.json`: per-frame flicker and colour gap, for `dvc plots`.
+- `plots/quality.json`: per-frame flicker and colour gap, for `dvc plots`;
+- `plots/fidelity.json`: per-frame pose and expression error.
 
 Fails with one line when convert's outputs are missing or do not match the target.
 """
@@ -27,6 +30,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from facedag.faces.detect import FaceDetector
+from facedag.faces.landmarkers import LANDMARKERS
 from facedag.params import Params
 from facedag.quality.evaluate_video import evaluate_video
 from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, write_metrics
@@ -38,6 +42,7 @@ STAGE = "evaluate_video"
 CONVERT = Path("data") / "convert"
 OUT = Path("data") / "evaluate" / "video"
 PLOTTED = ("flicker_output", "flicker_target", "colour_gap", "seam", "landmark_error")
+FIDELITY = ("pose_error", "expression_error")
 
 
 def _masks(table: Path, height: int, width: int):
@@ -67,11 +72,12 @@ def run(params: Params) -> None:
     detector = FaceDetector(score_threshold=cv.score_threshold, min_size=cv.min_size, max_side=cv.detect_max_side)
     timeout = 600.0 + 2.0 * info.frames
     try:
-        summary, rows = evaluate_video(
-            (f.image for f in iter_frames(params.target.uri, timeout=timeout)),
-            (f.image for f in iter_frames(frames, timeout=timeout)),
-            _masks(table, info.height, info.width), detector, batch=params.evaluate.batch,
-        )  # fmt: skip
+        with LANDMARKERS.get("mediapipe")() as landmarker:
+            summary, rows = evaluate_video(
+                (f.image for f in iter_frames(params.target.uri, timeout=timeout)),
+                (f.image for f in iter_frames(frames, timeout=timeout)),
+                _masks(table, info.height, info.width), detector, batch=params.evaluate.batch, landmarker=landmarker,
+            )  # fmt: skip
     except ValueError as exc:  # zip(strict=True): the three do not have the same frame count
         raise StageFailed(f"{frames} does not match {params.target.uri} frame for frame: {exc}"[:300]) from None
     except Rejected as exc:
@@ -81,11 +87,14 @@ def run(params: Params) -> None:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
     atomic_write_json(out / "plots" / "quality.json",
                       [{"frame": r["frame"], **{k: r.get(k) for k in PLOTTED}} for r in rows])  # fmt: skip
+    atomic_write_json(out / "plots" / "fidelity.json",
+                      [{"frame": r["frame"], **{k: r.get(k) for k in FIDELITY}} for r in rows if r["swapped"]])
     write_metrics(out, summary)
     goals = ", ".join(f"{k} {_fmt(summary.get(k))} ({'met' if g['met'] else 'not met'}: {g['goal']})"
                       for k, g in summary["goals"].items())  # fmt: skip
     print(f"[{STAGE}] {summary['frames_swapped']} of {summary['frames']} frames swapped; {goals}; "
-          f"detect rate {_fmt(summary.get('detect_rate'))}, landmark error {_fmt(summary.get('landmark_error'))}",
+          f"detect rate {_fmt(summary.get('detect_rate'))}, landmark error {_fmt(summary.get('landmark_error'))}, "
+          f"pose error {_fmt(summary.get('pose_error'))} deg, expression error {_fmt(summary.get('expression_error'))}",
           flush=True)
 
 

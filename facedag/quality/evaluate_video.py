@@ -1,9 +1,9 @@
 """evaluate_video: the converted video against the untouched target, frame by frame, with the
 blend masks convert used (data/convert/frames.parquet): flicker ratio, seam, LAB colour gap,
-landmark error and detect rate (facedag.quality.metrics.VideoQuality). RetinaFace runs on the
-target and on the output: the target's landmarks are the reference for pose and expression
-fidelity, and a swapped frame where RetinaFace no longer finds a face is a broken swap.
-Streamed: frames one at a time, detection in batches.
+landmark error and detect rate (facedag.quality.metrics.VideoQuality), and pose and expression
+error (facedag.quality.fidelity). RetinaFace runs on the target and on the output: the
+target's face is the reference for pose and expression, and a swapped frame where RetinaFace
+no longer finds a face is a broken swap. Streamed: frames one at a time, detection in batches.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from facedag.faces.landmarkers import Landmarker
+from facedag.quality.fidelity import Fidelity
 from facedag.quality.metrics import VideoQuality
 
 # what a video metric must reach (issue 7's goals; README "Quality you can measure")
@@ -41,14 +43,17 @@ def evaluate_video(
     masks: Iterator[np.ndarray | None],
     detector: Any,
     batch: int = 8,
+    landmarker: Landmarker | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, one row per frame) of the converted video against its target.
 
     The three iterators run in lockstep (same frame count); a mask is uint8 (H, W) with 0 where
     the target is untouched, or None for a frame with no swap. `detector` is a
-    facedag.faces.detect.FaceDetector (batched over `batch` frames of each video).
+    facedag.faces.detect.FaceDetector (batched over `batch` frames of each video). With a mesh
+    `landmarker` (facedag.faces.landmarkers.mediapipe), pose and expression error too.
     """
     quality = VideoQuality()
+    fidelity = Fidelity(landmarker) if landmarker is not None else None
     rows: list[dict[str, Any]] = []
     triples = zip(target_frames, output_frames, masks, strict=True)
     while chunk := [t for _, t in zip(range(batch), triples, strict=False)]:
@@ -66,8 +71,12 @@ def evaluate_video(
                               target_landmarks=ref.landmarks if ref is not None else None,
                               output_landmarks=got.landmarks if got is not None else None,
                               output_face_found=got is not None)  # fmt: skip
+            if fidelity is not None and ref is not None and got is not None:
+                row.update(fidelity.add(target, ref.landmarks, output, got.landmarks))
             rows.append({"frame": len(rows), "swapped": 1, **row})
     summary = quality.result()
+    if fidelity is not None:
+        summary.update(fidelity.result())
     summary["goals"] = {k: {"goal": f"<= {v}", "met": summary.get(k) is not None and summary[k] <= v}
                         for k, v in GOALS.items()}  # fmt: skip
     return summary, rows
