@@ -2,11 +2,17 @@
 
 Figures (see benchmarks/common.py for the format):
 - `extract_fps`: frames per second through the whole per-frame work of extract and align,
-  in-process with the stages' own functions and the shipped `extract`/`base` defaults:
+  in-process with the stages' own functions and the shipped `extract`/`base`/`align` defaults:
   decode (PyAV) + detect (RetinaFace, batched) + pick/track + loose crop + crop JPEG encode
-  and decode + align warp + head pose + features + aligned JPEG encode, every frame at the
-  native rate. Baseline `decode_fps`: decoding alone (`facedag.sources.media.iter_frames`), the ceiling.
-  Beside it, `fps_at_detect_max_side_640`: the same with detection at the clip's full size.
+  and decode + landmarks (the dense mesh) + align warp + pose + features + aligned JPEG
+  encode, every frame at the native rate. Baseline `decode_fps`: decoding alone
+  (`facedag.sources.media.iter_frames`), the ceiling. Beside it, `fps_at_detect_max_side_640`:
+  the same with detection at the clip's full size.
+- `extract_fps_dense_vs_five_points`: the same dense path, baseline the five-point path
+  (`align.landmarker: retinaface`) in the same run (goal: at least 0.6x).
+- `alignment_jitter_px`: RMS frame-to-frame movement (aligned px at `base.face_size`) of the
+  aligned square's corners on the steady shot of ../shared/samples/video_01.mp4, dense
+  alignment; baseline the five-point alignment of the same frames.
 - `decode_fps`: the same decode figure on its own (baseline: the extract figure).
 - `extract_peak_rss_mb`: peak resident memory of the real extract and align stages run on
   the clip concatenated 3x, baseline: the same on the clip once. Each in its own subprocess,
@@ -29,6 +35,7 @@ from typing import Any
 from benchmarks.common import SAMPLES, figure, peak_rss_mb
 
 CLIP = SAMPLES / "video_02.mp4"
+STEADY = SAMPLES / "video_01.mp4"
 REPEATS = 3
 
 
@@ -40,34 +47,63 @@ def decode_pass(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
-def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
+def extract_pass(path: Path, ex: Any = None, landmarker: str | None = None) -> tuple[int, int, float]:
     """(frames, faces, seconds) of extract + align's per-frame work over `path` (`ex`: an
-    `Extract` section, the shipped defaults when None)."""
+    `Extract` section, the shipped defaults when None; `landmarker`: align's kind, the
+    shipped default when None)."""
     from facedag.faces.align import loose_crop
     from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
     from facedag.faces.landmarkers import LANDMARKERS
-    from facedag.faces.measure import align_face_row
+    from facedag.faces.measure import measure_face
     from facedag.params import Align, Base, Extract
     from facedag.sources.media import iter_frames
-    from facedag.tables import encode_image
+    from facedag.tables import decode_image, encode_image
 
     ex, al, base = ex or Extract(), Align(), Base()
-    landmarker = LANDMARKERS.get(al.landmarker)()
     detector = FaceDetector(ex.score_threshold, ex.min_size, ex.detect_max_side, max_batch=ex.batch)
     follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
     frames = faces = 0
-    t = time.perf_counter()
-    for frame, chosen in follow_faces(iter_frames(path, fps=ex.fps), detector, follower, ex.batch):
-        frames += 1
-        for det, _track in chosen:
-            crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
-            data = encode_image(crop, "jpg", 95)
-            aligned, _m, _feats = align_face_row(
-                data, cm.reshape(-1), det.landmarks.reshape(-1), frame.image.shape[:2], base.face_size, landmarker
-            )
-            encode_image(aligned, al.image_format, al.jpeg_quality)
-            faces += 1
-    return frames, faces, time.perf_counter() - t
+    with LANDMARKERS.get(landmarker or al.landmarker)() as marks:
+        t = time.perf_counter()
+        for frame, chosen in follow_faces(iter_frames(path, fps=ex.fps), detector, follower, ex.batch):
+            frames += 1
+            for det, _track in chosen:
+                crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
+                crop = decode_image(encode_image(crop, "jpg", 95))
+                face = measure_face(crop, cm, det.landmarks, frame.image.shape[:2], base.face_size, marks)
+                encode_image(face.image, al.image_format, al.jpeg_quality)
+                faces += 1
+        return frames, faces, time.perf_counter() - t
+
+
+def alignment_jitter(path: Path, landmarker: str) -> tuple[float, int]:
+    """(RMS frame-to-frame movement of the aligned square's corners in aligned px, frames) over
+    the largest face of every frame of `path`."""
+    import numpy as np
+
+    from facedag.faces.align import invert_affine, loose_crop, matrix_scale, transform_points
+    from facedag.faces.detect import FaceDetector
+    from facedag.faces.landmarkers import LANDMARKERS
+    from facedag.params import Base
+    from facedag.sources.media import iter_frames
+
+    size = Base().face_size
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    detector = FaceDetector(min_size=20)
+    placed: list[np.ndarray] = []
+    scales: list[float] = []
+    with LANDMARKERS.get(landmarker)() as marks:
+        for frame in iter_frames(path):
+            dets = detector.detect(frame.image)
+            if not dets:
+                continue
+            det = max(dets, key=lambda d: d.size)
+            crop, cm = loose_crop(frame.image, det.landmarks, size)
+            m = marks(crop, cm, det.landmarks).matrix(size)
+            placed.append(transform_points(corners, invert_affine(m)))
+            scales.append(matrix_scale(m))
+    steps = np.diff(np.array(placed), axis=0) * np.array(scales[1:])[:, None, None]
+    return float(np.sqrt((steps**2).sum(-1).mean())), len(placed)
 
 
 def _concat(src: Path, dst: Path, times: int) -> None:
@@ -125,15 +161,20 @@ def run() -> dict[str, dict]:
     from facedag.params import Extract
 
     full_res = Extract(detect_max_side=640)  # detection at the clip's own size, for comparison
-    best_dec = best_ext = best_full = 0.0
+    best_dec = best_ext = best_full = best_five = 0.0
     frames = faces = 0
     for _ in range(REPEATS):
         n, dt = decode_pass(CLIP)
         best_dec = max(best_dec, n / dt)
         frames, faces, dt = extract_pass(CLIP)
         best_ext = max(best_ext, frames / dt)
+        n, _faces, dt = extract_pass(CLIP, landmarker="retinaface")
+        best_five = max(best_five, n / dt)
         n, _faces, dt = extract_pass(CLIP, full_res)
         best_full = max(best_full, n / dt)
+    jitter: dict[str, tuple[float, int]] = {}
+    if STEADY.exists():
+        jitter = {kind: alignment_jitter(STEADY, kind) for kind in ("mediapipe", "retinaface")}
     with tempfile.TemporaryDirectory(prefix="bench_extract.") as tmp:
         tmp_path = Path(tmp)
         long_clip = tmp_path / "video_02_x3.mp4"
@@ -147,6 +188,16 @@ def run() -> dict[str, dict]:
             fps_at_detect_max_side_640=round(best_full, 3),
             note=f"extract+align per-frame work, native rate, best of {REPEATS}",
         ),
+        "extract_fps_dense_vs_five_points": figure(
+            best_ext, "frames/s", "the five-point path (align.landmarker: retinaface)", best_five,
+            clip=CLIP.name, ratio=round(best_ext / best_five, 3), goal=">= 0.6x the five-point path",
+            note=f"extract+align per-frame work, native rate, best of {REPEATS}",
+        ),
+        **({"alignment_jitter_px": figure(
+            jitter["mediapipe"][0], "aligned px RMS", "five-point alignment, same frames", jitter["retinaface"][0],
+            clip=STEADY.name, frames=jitter["mediapipe"][1],
+            note="frame-to-frame movement of the aligned square's corners, largest face, every frame",
+        )} if jitter else {}),
         "decode_fps": figure(best_dec, "frames/s", "extract+align", best_ext, clip=CLIP.name),
         "extract_peak_rss_mb": figure(
             thrice["peak_rss_mb"], "MiB", "the same stages on the clip once", once["peak_rss_mb"],

@@ -12,7 +12,7 @@ the project so experiments can branch from it.
 `run` refreshes the project's copy of the code and of the convert, evaluate and render
 params (so that "defaults" are this repository's), then runs one
 `dvc exp run -S ... evaluate_video` per setting, changing one knob at a time from the
-defaults: the colour mode, mask erosion, mask feather and temporal smoothing. DVC reuses the
+defaults: the colour mode, the mask kind, mask erosion, mask feather and temporal smoothing. DVC reuses the
 trained model (train's deps and params do not change) and reruns convert and evaluate_video.
 It also scores the newest training checkpoint's raw weights against their moving average
 (train.ema) on the held-out faces: the baseline for the weights the pipeline uses.
@@ -36,16 +36,18 @@ import yaml
 
 from benchmarks.common import SAMPLES, device_name
 from facedag.swap.colour import COLOUR
+from facedag.swap.masks import MASKS
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 WORKDIR = Path("/tmp/facedag-sweep")
 CODE = ("facedag", "stages", "flows")
 # one knob at a time from the defaults (params.yaml's convert section)
-DEFAULT_COLOUR = yaml.safe_load((REPO / "params.yaml").read_text())["convert"]["colour"]
+SHIPPED_CONVERT = yaml.safe_load((REPO / "params.yaml").read_text())["convert"]
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
-    *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR.names() if mode != DEFAULT_COLOUR],
+    *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR.names() if mode != SHIPPED_CONVERT["colour"]],
+    *[(f"mask {kind}", {"convert.mask": kind}) for kind in MASKS.names() if kind != SHIPPED_CONVERT["mask"]],
     ("erode 0", {"convert.mask_erode": 0.0}),
     ("erode 0.05", {"convert.mask_erode": 0.05}),
     ("feather 0.02", {"convert.mask_feather": 0.02}),
@@ -53,7 +55,7 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("smoothing off", {"convert.smooth_min_cutoff": 50.0, "convert.smooth_beta": 0.0}),
     ("smoothing strong", {"convert.smooth_min_cutoff": 0.1}),
 ]
-COLUMNS = ["flicker", "seam", "colour_gap", "landmark_error", "detect_rate"]
+COLUMNS = ["flicker", "seam", "colour_gap", "landmark_error", "detect_rate", "pose_error", "expression_error"]
 
 
 def _run(cwd: Path, *cmd: str, timeout: float = 7200) -> str:

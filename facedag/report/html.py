@@ -463,9 +463,34 @@ def _quality(rep: Report) -> str:
         goals = video.get("goals") or {}
         rows = [(key, _fmt(video.get(key)), (goals.get(key) or {}).get("goal", ""),
                  {True: "met", False: "not met"}.get((goals.get(key) or {}).get("met"), ""))
-                for key in ("flicker", "seam", "colour_gap", "landmark_error", "detect_rate")]  # fmt: skip
+                for key in ("flicker", "seam", "colour_gap", "landmark_error", "detect_rate", "pose_error",
+                            "expression_error")]  # fmt: skip
         parts.append(_table(["converted video", "value", "goal", ""], rows))
     return "".join(parts)
+
+
+FRAME_CURVES = (("pose_error", "pose error (degrees)"), ("expression_error", "expression error"))
+
+
+def _frame_curves(rep: Report) -> str:
+    """evaluate_video's per-frame curves of the output: where in the video the swap drifts."""
+    import pandas as pd
+
+    path = rep.root / "data" / "evaluate" / "video" / "frames.parquet"
+    if not path.is_file():
+        return _note(f"missing {rep.rel(path)}: run evaluate_video")
+    frames = pd.read_parquet(path)
+    shown = [(key, label) for key, label in FRAME_CURVES if key in frames.columns and frames[key].notna().any()]
+    if not shown:
+        return _note(f"{rep.rel(path)} has no per-frame pose or identity figures: rerun evaluate_video")
+    fig, axes = plt.subplots(len(shown), 1, figsize=(9.0, 2.4 * len(shown)), squeeze=False, sharex=True)
+    for ax, (key, label) in zip(axes[:, 0], shown, strict=True):
+        ax.plot(frames["frame"], frames[key], marker="." if len(frames) < 60 else None, lw=1)
+        ax.set_ylabel(_mpl(label), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    return _img(rep.images.add_figure(fig), "per-frame curves of the output against the target", "wide")
 
 
 def _curves(rep: Report) -> str:
@@ -677,6 +702,7 @@ def build_page(root: Path, identities: Sequence[str], target: str | None, images
     rep.section("timelapse", "Preview timelapse", lambda: _previews(rep))
     rep.heading("Output", "output")
     rep.section("quality", "Quality in numbers", lambda: _quality(rep))
+    rep.section("frame-curves", "The output frame by frame", lambda: _frame_curves(rep))
     rep.section("before-after", "Before and after", lambda: _before_after(rep, target))
     rep.section("provenance", "Provenance record", lambda: _provenance(rep))
 

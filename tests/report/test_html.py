@@ -32,7 +32,7 @@ from tests.conftest import TINY, VENV_BIN, deep_update, make_project, tool_env
 pytestmark = pytest.mark.slow
 IDS = ["src", "dst"]
 PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps"]
-GLOBAL = ["summary", "curves", "timelapse", "quality", "before-after", "provenance"]
+GLOBAL = ["summary", "curves", "timelapse", "quality", "frame-curves", "before-after", "provenance"]
 
 # The stage as proposed for dvc.yaml (added to the temp project's dvc.yaml until the real one has it).
 REPORT_STAGE = """
@@ -89,7 +89,7 @@ def build_report_project(factory: pytest.TempPathFactory) -> Path:
             build_clip(dataclasses.replace(recipe, seconds=3.0), demo)
         write_evidence(demo)  # the consent records' evidence
         root = make_project(factory.mktemp("report") / "proj", demo,
-                            deep_update(copy.deepcopy(TINY), {"dedupe": {"max_faces": 5}}))
+                            deep_update(copy.deepcopy(TINY), {"dedupe": {"max_faces": 3}}))
         dvc_yaml = root / "dvc.yaml"
         if "report" not in (yaml.safe_load(dvc_yaml.read_text()).get("stages") or {}):
             dvc_yaml.write_text(dvc_yaml.read_text().rstrip("\n") + "\n" + REPORT_STAGE)
@@ -180,7 +180,7 @@ def test_stage_builds_the_report_of_a_real_run(project: Path) -> None:
                     (project / "data" / "dedupe" / name / "rejected.jsonl").read_text().splitlines() if line]
         shown = min(len(rejected), report_html.REJECTED_PER_REASON * len({r["reason"] for r in rejected}))
         assert len(by_key["rejected-faces"][i][0]) == shown  # every rejected face shown has its image
-        assert metrics["over_budget"] > 0, "max_faces 5 should leave faces out, so the rejected sheet has tiles"
+        assert metrics["over_budget"] > 0, "max_faces 3 should leave faces out, so the rejected sheet has tiles"
     html_text = (report / "index.html").read_text()
     assert "over_budget" in html_text and "already has sharper faces" in html_text  # reasons and their messages
 
@@ -255,7 +255,7 @@ def test_partial_run_gives_notes_not_a_crash(project: Path, tmp_path: Path) -> N
     empty.mkdir()
     index = write_report(empty, tmp_path / "r1", IDS, "data/demo/target.mp4")
     page = parse(index)
-    assert [k for k, _, _ in page.sections][-5:] == GLOBAL[1:]
+    assert [k for k, _, _ in page.sections][-(len(GLOBAL) - 1):] == GLOBAL[1:]
     assert not any(srcs for _, srcs, _ in page.sections)
     for key, _, notes in page.sections:
         if key != "summary":

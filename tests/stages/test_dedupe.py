@@ -38,7 +38,7 @@ def write_aligned(root, names, images, table, bad_image_at=None, clips=None):
             "frame_width": 640, "frame_height": 480,
             "track": 0, "score": 0.99, "bbox": [0, 0, 64, 64], "landmarks": [0.0] * 10, "face_size": 64,
             "matrix": [1.0, 0, 0, 0, 1.0, 0], "image": b"not an image" if i == bad_image_at else buf.tobytes(),
-            "image_format": "png",
+            "image_format": "png", "landmarks_from": "five_points", "mesh": None, "blendshapes": None, "smile": None,
         }
         for col in SCHEMA.names:
             rows[col].append(values[col] if col in values else float(feats.get(col, 0.0)))
