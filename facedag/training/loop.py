@@ -154,7 +154,9 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.average = WeightAverage(self.model, t.ema)
         self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 7919)
+        self.seed = seed
+        # a CPU generator whatever the device: its state is the same on every machine (checkpoints travel)
+        self.aug_gen = torch.Generator().manual_seed(seed + 7919)
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
@@ -183,10 +185,12 @@ class Trainer:
         self.average.load_state_dict(state.get("ema"), self.model, log)
         for name in self.identities:
             self.samplers[name].load_state_dict(state["samplers"][name])
-        self.aug_gen.set_state(state["augment_rng"].to(self.aug_gen.get_state().device))
-        restore_rng(state["rng"])
         self.step_no = self.resumed_from = int(state["step"])
-        log(f"resumed from step {self.step_no}")
+        self.restore_augment_rng(state["augment_rng"])
+        restore_rng(state["rng"], log)
+        written_on = state.get("device", "cpu")
+        log(f"resumed from step {self.step_no}" + (f" (checkpoint written on {written_on}, resumed on "
+                                                    f"{self.device.type})" if written_on != self.device.type else ""))
         if state.get("best") is not None:
             tracker.load_state_dict(state["best"])
         self.early_stop = resume_early_stop(state.get("early_stop"), tracker, t.max_steps, log)
@@ -198,6 +202,17 @@ class Trainer:
             tracker.score, tracker.step = -math.inf, -1
         elif on_disk["info"]["score"] > tracker.score:  # written after this checkpoint by a run that was killed
             tracker.score, tracker.step = float(on_disk["info"]["score"]), int(on_disk["step"])
+
+    def restore_augment_rng(self, saved: torch.Tensor) -> None:
+        """The augmentation generator's saved state, or (a checkpoint from before augmentation drew on
+        the CPU: a 16-byte CUDA generator state) a reseed from the seed and the step, said in the log:
+        training goes on, with other augmentations than the run that wrote it would have drawn."""
+        if saved.numel() == self.aug_gen.get_state().numel():
+            self.aug_gen.set_state(saved.cpu())
+            return
+        self.aug_gen.manual_seed(self.seed + 7919 + self.step_no)
+        self.log(f"the checkpoint's augmentation generator state ({saved.numel()} bytes) is another device's: "
+                 f"reseeded augmentation from the seed and step {self.step_no}")
 
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
@@ -256,7 +271,8 @@ class Trainer:
             "ema": self.average.state_dict(),
             "scaler": None,  # bf16 autocast needs no loss scaling; the slot stays for an fp16 variant
             "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
-            "augment_rng": self.aug_gen.get_state().cpu(),
+            "augment_rng": self.aug_gen.get_state(),
+            "device": self.device.type,
             "rng": capture_rng(),
             "config": self.cfg.to_dict(),
             "dataset_hash": self.dhash,
