@@ -41,7 +41,14 @@ class Section(BaseModel):
 class Base(Section):
     seed: int = 1234
     face_size: int = Field(128, ge=32, le=512, description="side of the aligned face in pixels")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_moved(cls, data: object) -> object:
+        if isinstance(data, dict) and "device" in data:
+            raise ValueError("base.device moved to the top-level `device` key (read by train, evaluate_model and "
+                             "convert only, so changing it no longer reruns the data stages): move it there")
+        return data
 
 
 class Consent(Section):
@@ -292,6 +299,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: Base = Base()
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where train, evaluate_model and convert run: auto | cpu | cuda | cuda:<n> (facedag.device)",
+    )
     identities: dict[str, Identity] = Field(min_length=1)
     target: Target
     download: Download = Download()

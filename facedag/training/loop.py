@@ -4,8 +4,9 @@ One step trains every identity: a batch of its faces (sampled without replacemen
 epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
 the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
 (facedag.training.losses); the identities' losses are summed and AdamW takes one step. Under CUDA the
-forward runs in bf16 autocast (no grad scaler needed with bf16), the loss in fp32; on the CPU
-everything is fp32.
+forward runs in bf16 autocast where the GPU does bf16 natively (no grad scaler needed), else in
+fp16 autocast with a GradScaler (its state in the checkpoint); the loss in fp32; on the CPU
+everything is fp32 (facedag.device.pick_precision).
 
 What is scored, saved and converted is a moving average of the weights (`train.ema`, see
 WeightAverage), not the last step's raw weights.
@@ -62,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facedag.device import pick_device
+from facedag.device import autocast_dtype, pick_device, pick_precision
 from facedag.params import Params
 from facedag.progress import counter
 from facedag.training.augment import AugmentConfig, augment
@@ -134,7 +135,7 @@ class Trainer:
         self.models = models
         self.ckpt_dir, self.live_dir, self.previews_dir = models / "checkpoints", models / "live", models / "previews"
         seed = params.base.seed
-        self.device = device = pick_device(params.base.device)
+        self.device = device = pick_device(params.device)
         if t.deterministic:
             set_deterministic(seed)
         else:
@@ -160,7 +161,9 @@ class Trainer:
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
-        self.use_bf16 = device.type == "cuda"
+        self.precision = pick_precision(device)
+        self.amp_dtype = autocast_dtype(self.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.tracker = BestTracker(t.patience, t.min_delta)
         self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
         self.step_no = 0
@@ -225,7 +228,7 @@ class Trainer:
             x = self.sets[name].batch(self.samplers[name].next(t.batch_size))
             inp, tgt, w = augment(x, self.wmap, self.aug_cfg, self.aug_gen)
             inp = inp.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+            ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
             with ctx:
                 y = self.model(inp, name)
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
@@ -269,7 +272,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.opt.state_dict(),
             "ema": self.average.state_dict(),
-            "scaler": None,  # bf16 autocast needs no loss scaling; the slot stays for an fp16 variant
+            "scaler": self.scaler.state_dict() if self.scaler else None,  # fp16 only: bf16 and fp32 need no scaling
             "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
             "augment_rng": self.aug_gen.get_state(),
             "device": self.device.type,
@@ -320,7 +323,7 @@ class Trainer:
             "held_out_ssim": {k: v["ssim"] for k, v in self.evals.items()}, "holdout_is_train": self.on_train,
             "best": {"step": self.tracker.step, "score": self.tracker.score},
             "stopped_early": self.early_stop is not None, "early_stop": self.early_stop, "device": self.device.type,
-            "precision": "bf16" if self.use_bf16 else "fp32", "ema": self.t.ema,
+            "precision": self.precision, "ema": self.t.ema,
         })  # fmt: skip
         return metrics
 
@@ -347,7 +350,7 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     cfg = run.cfg
     log(f"training {cfg.face_size}px, {cfg.layout} layout, widths {cfg.encoder_width}/{cfg.decoder_width}, "
         f"bottleneck {cfg.bottleneck}, {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
-        f"{run.device.type}{' bf16' if run.use_bf16 else ' fp32'}, steps {run.step_no} -> {t.max_steps}, "
+        f"{run.device.type} {run.precision}, steps {run.step_no} -> {t.max_steps}, "
         f"budget {budget_min:g} min" + (f", weight average {t.ema:g}" if t.ema else "")
         + (f", patience {t.patience} evaluations" if t.patience else ""))
     bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step")
