@@ -205,6 +205,11 @@ class Train(Section):
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept in models/checkpoints")
     preview_every: int = Field(100, ge=1, description="steps between preview grids in models/previews")
     eval_every: int = Field(50, ge=1, description="steps between held-out SSIM evaluations (and log lines)")
+    checkpoint_minutes: float = Field(
+        0.0, ge=0, description="also checkpoint after this many minutes since the last one (0 = steps only)"
+    )
+    eval_minutes: float = Field(0.0, ge=0, description="also evaluate after this many minutes (0 = steps only)")
+    preview_minutes: float = Field(0.0, ge=0, description="also write a preview after this many minutes (0 = off)")
     patience: int = Field(
         0, ge=0, description="evaluations without a held-out gain of more than min_delta before stopping; 0 = never"
     )

@@ -47,32 +47,41 @@ def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float)
 
 
 def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, targets, per-sample weights) from faces (N, 3, S, S) float in [0, 1].
 
     `weights` is the (1, 1, S, S) loss map on the template; it is moved with the target face.
     Every random number comes from `gen`, a CPU generator whatever `faces.device` is; the draws
     happen in a fixed order and count, whatever the values, so the generator's state advances
     identically.
+
+    `rows` = (start, total): `faces` are rows start.. of a batch of `total` (one process's share
+    under data parallelism). The draws are made for all `total`, and this share's are used, so
+    every process's generator advances alike and the batch is augmented as one process would.
     """
     if gen.device.type != "cpu":
         raise ValueError(f"augment draws from a CPU generator (checkpoints travel between devices), got {gen.device}")
     n, _, s, _ = faces.shape
+    start, total = rows if rows is not None else (0, n)
+    if not 0 <= start <= total - n:
+        raise ValueError(f"rows {start}..{start + n} are not within a batch of {total}")
     dev = faces.device
     rot = math.radians(min(10.0, 250.0 * cfg.warp))
     scl = 1.25 * cfg.warp
     shift = 1.25 * cfg.warp * 2.0  # grid units span 2 per side
+    m = total
     draws = [
-        _uniform(gen, (n,), -rot, rot),  # angle
-        1.0 + _uniform(gen, (n,), -scl, scl),  # scale
-        _uniform(gen, (n,), -shift, shift),  # tx
-        _uniform(gen, (n,), -shift, shift),  # ty
-        torch.where(torch.rand((n,), generator=gen) < cfg.flip, -1.0, 1.0),  # flip
-        _uniform(gen, (n, 2, WARP_GRID, WARP_GRID), -2.0 * cfg.warp, 2.0 * cfg.warp),  # warp offsets
-        1.0 + _uniform(gen, (n, 3, 1, 1), -cfg.colour_shift, cfg.colour_shift),  # gain
-        _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # brightness
-        _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # light slope
+        _uniform(gen, (m,), -rot, rot),  # angle
+        1.0 + _uniform(gen, (m,), -scl, scl),  # scale
+        _uniform(gen, (m,), -shift, shift),  # tx
+        _uniform(gen, (m,), -shift, shift),  # ty
+        torch.where(torch.rand((m,), generator=gen) < cfg.flip, -1.0, 1.0),  # flip
+        _uniform(gen, (m, 2, WARP_GRID, WARP_GRID), -2.0 * cfg.warp, 2.0 * cfg.warp),  # warp offsets
+        1.0 + _uniform(gen, (m, 3, 1, 1), -cfg.colour_shift, cfg.colour_shift),  # gain
+        _uniform(gen, (m, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # brightness
+        _uniform(gen, (m, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # light slope
     ]
+    draws = [d[start : start + n] for d in draws]
     packed = torch.cat([d.reshape(n, -1) for d in draws], 1)
     if dev.type == "cuda":  # one pinned, non-blocking copy instead of nine blocking ones
         packed = packed.pin_memory().to(dev, non_blocking=True)

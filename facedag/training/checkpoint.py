@@ -33,6 +33,7 @@ import pickle
 import random
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,3 +206,50 @@ def _diff(old: Any, new: dict[str, Any]) -> str:
         return "no config recorded"
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy of a checkpoint state with every tensor as a CPU tensor of its own (the live
+    weights and moments go on changing while a background thread writes the copy)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.to("cpu", copy=True) if t.device.type != "cpu" else t.clone()
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """save_checkpoint on a background thread, so that writing (and fsyncing) a checkpoint of a
+    real-size model, about 1 GB, does not stall training: `submit` takes a CPU copy of the state
+    at once (the only part the step waits for) and a thread writes it atomically, as
+    save_checkpoint always does. One write at a time: a submit while one is in flight waits for it
+    first. `wait` (every stop calls it) returns when the last one is on disk, and re-raises its error.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike[str], keep: int) -> None:
+        self.ckpt_dir, self.keep = Path(ckpt_dir), keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = cpu_copy(state)
+        self._thread = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(self.ckpt_dir, state, self.keep)
+        except BaseException as exc:  # handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

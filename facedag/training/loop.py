@@ -62,14 +62,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from facedag.device import autocast_dtype, pick_device, pick_precision
 from facedag.params import Params
 from facedag.progress import counter
+from facedag.records import StageFailed
 from facedag.training.augment import AugmentConfig, augment
 from facedag.training.average import WeightAverage
-from facedag.training.checkpoint import capture_rng, find_resume, list_checkpoints, restore_rng, save_checkpoint
+from facedag.training.checkpoint import (
+    CheckpointWriter,
+    capture_rng,
+    checkpoint_path,
+    find_resume,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng,
+)
 from facedag.training.dataset import dataset_hash, load_dataset
+from facedag.training.distributed import join, weights_digest
 from facedag.training.live import log_metrics, open_live
 from facedag.training.losses import face_region, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
@@ -85,6 +97,21 @@ from facedag.training.scoring import (
     save_best,
 )
 from facedag.training.stopping import StopSignal, session_budget
+
+# why a run stops; under torchrun every rank takes the highest any rank found (Dist.agree)
+STOPS: tuple[str | None, ...] = (None, "max_minutes", "signal", "max_steps", "patience")
+
+
+class AllIdentities(nn.Module):
+    """A training step's forward as one module call (model.forward_all): what DDP wraps, so that
+    one forward and one backward per step cover every identity."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.model.forward_all(xs)
 
 
 def log_line(msg: str) -> None:
@@ -131,11 +158,17 @@ class Trainer:
 
     def __init__(self, params: Params, root: Path, models: Path, log: Callable[[str], None]) -> None:
         t = self.t = params.train
-        self.log = log
         self.models = models
         self.ckpt_dir, self.live_dir, self.previews_dir = models / "checkpoints", models / "live", models / "previews"
         seed = params.base.seed
-        self.device = device = pick_device(params.device)
+        self.dist, self.device = join(pick_device(params.device))
+        device = self.device
+        self.log = log = log if self.dist.main else (lambda _: None)  # rank 0 speaks for the run
+        self.batch = t.batch_size  # global: faces per identity per step, shared out among the ranks
+        if self.batch % self.dist.world:
+            raise StageFailed(f"train.batch_size {self.batch} does not split evenly among {self.dist.world} "
+                              "processes: make it a multiple of their number")
+        self.share = self.dist.share(self.batch)
         if t.deterministic:
             set_deterministic(seed)
         else:
@@ -152,7 +185,10 @@ class Trainer:
 
         # channels_last: 1.4x the examples/s of the default layout for the demo model on 2 CPU cores (bench_train)
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # fused AdamW on a GPU: one kernel for every tensor's update instead of a few per tensor
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                     fused=device.type == "cuda" or None)
+        self.forward: nn.Module = AllIdentities(self.model)  # wrapped in DDP by distribute() under torchrun
         self.average = WeightAverage(self.model, t.ema)
         self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
         self.seed = seed
@@ -170,13 +206,27 @@ class Trainer:
         self.resumed_from: int | None = None
         self.evals: dict[str, dict[str, float]] = {}
         self.evaluated_at = -1
+        self.writer = CheckpointWriter(self.ckpt_dir, t.keep_checkpoints)
+        self.weights_sha256: list[str] = []  # every rank's, at the stop (distributed runs)
+
+    def distribute(self) -> None:
+        """Under torchrun: wrap the step's forward in DistributedDataParallel (after resume, which
+        loaded the weights; DDP then checks that every rank starts from rank 0's)."""
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids, gradient_as_bucket_view=True)
 
     # -- resume ----------------------------------------------------------------------------------
     def resume(self) -> None:
         """Continue from the newest usable checkpoint (facedag.training.checkpoint.find_resume), or start fresh."""
         t, log, tracker = self.t, self.log, self.tracker
-        state = find_resume(self.ckpt_dir, self.cfg.to_dict(), self.dhash, log,
-                            stale_extra=[self.live_dir, *best_paths(self.models)])
+        state = None
+        if self.dist.main:  # finding one may move files aside: rank 0 only, the others load what it chose
+            state = find_resume(self.ckpt_dir, self.cfg.to_dict(), self.dhash, log,
+                                stale_extra=[self.live_dir, *best_paths(self.models)])
+        step = self.dist.broadcast(None if state is None else int(state["step"]))
+        if step is not None and state is None:
+            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step))
         if state is None:
             if not list_checkpoints(self.ckpt_dir):
                 log("starting fresh: no usable checkpoint")
@@ -197,6 +247,8 @@ class Trainer:
         if state.get("best") is not None:
             tracker.load_state_dict(state["best"])
         self.early_stop = resume_early_stop(state.get("early_stop"), tracker, t.max_steps, log)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         on_disk = read_best(self.models, self.cfg, self.dhash)
         if on_disk is None:
             if tracker.step >= 0:
@@ -219,23 +271,35 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
-        """One optimiser step over every identity's batch; returns each identity's loss (on the device)."""
+        """One optimiser step over every identity's batch; returns each identity's loss (on the
+        device: nothing here waits for the GPU). Each rank draws the whole global batch and
+        augments it from the same generator, and trains on its share (facedag.training.distributed)."""
         t = self.t
         self.opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        losses = {}
+        inputs, targets, weights = [], [], []
         for name in self.identities:
-            x = self.sets[name].batch(self.samplers[name].next(t.batch_size))
-            inp, tgt, w = augment(x, self.wmap, self.aug_cfg, self.aug_gen)
-            inp = inp.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-            with ctx:
-                y = self.model(inp, name)
+            idx = self.samplers[name].next(self.batch)[self.share]
+            x = self.sets[name].batch(idx)
+            inp, tgt, w = augment(x, self.wmap, self.aug_cfg, self.aug_gen, rows=(self.share.start, self.batch))
+            inputs.append(inp.contiguous(memory_format=torch.channels_last))
+            targets.append(tgt)
+            weights.append(w)
+        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with ctx:
+            outputs = self.forward(inputs)
+        losses = {}
+        total = torch.zeros((), device=self.device)
+        for name, y, tgt, w in zip(self.identities, outputs, targets, weights, strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
             total = total + loss
             losses[name] = loss.detach()
-        total.backward()
-        self.opt.step()
+        if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.opt.step()
         self.step_no += 1
         self.average.update(self.model, self.step_no)
         return losses
@@ -246,6 +310,7 @@ class Trainer:
         at once. Only `scheduled` evaluations (every train.eval_every steps) count for patience, so
         a stop between them changes no decision."""
         self.evals, self.evaluated_at = evaluate(self.average.model, self.sets, self.region), self.step_no
+        self.model.train()
         score = holdout_score(self.evals)
         if self.tracker.offer(self.step_no, score, scheduled):
             save_best(self.average.model, self.cfg, self.models, {
@@ -266,10 +331,13 @@ class Trainer:
 
     # -- checkpointing and previews --------------------------------------------------------------
     def checkpoint(self) -> None:
-        """Everything a bit-exact resume needs, written atomically (facedag.training.checkpoint)."""
-        save_checkpoint(self.ckpt_dir, {
+        """Everything a bit-exact resume needs, copied to the CPU now and written atomically on a
+        background thread (facedag.training.checkpoint.CheckpointWriter). Rank 0 only."""
+        if not self.dist.main:
+            return
+        self.writer.submit({
             "step": self.step_no,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "ema": self.average.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,  # fp16 only: bf16 and fp32 need no scaling
@@ -281,33 +349,46 @@ class Trainer:
             "dataset_hash": self.dhash,
             "best": self.tracker.state_dict(),
             "early_stop": self.early_stop,
-        }, self.t.keep_checkpoints)  # fmt: skip
+            "world_size": self.dist.world,
+        })  # fmt: skip
 
     def preview(self, faces: dict[str, torch.Tensor]) -> None:
+        if not self.dist.main:
+            return
         write_preview(self.previews_dir, self.step_no, render_preview(self.average.model, faces, self.identities))
         self.model.train()
 
     # -- stopping --------------------------------------------------------------------------------
     def stop_reason(self, stopper: StopSignal, started: float, budget_s: float) -> str | None:
-        """Why the loop must not take another step, or None: max_steps, patience, signal, max_minutes."""
+        """Why the loop must not take another step, or None: max_steps, patience, signal, max_minutes.
+        Decided jointly under torchrun: every rank stops at the same step, for the same reason."""
+        mine = 0
         if self.early_stop is not None:
-            return "patience"
-        if self.step_no >= self.t.max_steps:
-            return "max_steps"
-        if stopper.signum is not None:
-            return "signal"
-        if time.monotonic() - started >= budget_s:
-            return "max_minutes"
-        return None
+            mine = STOPS.index("patience")
+        elif self.step_no >= self.t.max_steps:
+            mine = STOPS.index("max_steps")
+        elif stopper.signum is not None:
+            mine = STOPS.index("signal")
+        elif time.monotonic() - started >= budget_s:
+            mine = STOPS.index("max_minutes")
+        return STOPS[self.dist.agree(mine)]
 
     def finish(self, stopped: str, start_step: int, started: float, live: Any, metrics: dict[str, float],
                losses: dict[str, float], faces: dict[str, torch.Tensor]) -> dict[str, float]:
         """Every stop: an off-schedule evaluation (it may keep a better best, but counts for no
         patience), a checkpoint unless the newest is this step's with this best, the last curve
-        row, a preview and models/model.safetensors + model.json. Returns the last metrics row."""
+        row, a preview and models/model.safetensors + model.json (rank 0: the others only hand in
+        the digest of their weights, which model.json records). Returns the last metrics row."""
+        if self.dist.world > 1:
+            self.weights_sha256 = self.dist.gather(weights_digest(self.model))
+            if len(set(self.weights_sha256)) != 1:
+                self.log(f"warning: the {self.dist.world} ranks' weights differ at step {self.step_no}")
+        if not self.dist.main:
+            return metrics
         best_before = self.tracker.step
         if self.evaluated_at != self.step_no:
             self.evaluate(scheduled=False)
+        self.writer.wait()
         newest = list_checkpoints(self.ckpt_dir)
         if not newest or newest[0][0] != self.step_no or self.tracker.step != best_before:
             self.checkpoint()
@@ -315,28 +396,54 @@ class Trainer:
         # row is in the curves already, and a second one would read as a 0 steps/s step
         if (not metrics or metrics.get("step") != self.step_no) and self.step_no > start_step:
             sps = (self.step_no - start_step) / max(time.monotonic() - started, 1e-9)
-            metrics = log_metrics(live, self.step_no, losses, self.evals, sps,
-                                  sps * self.t.batch_size * len(self.identities))
+            metrics = log_metrics(live, self.step_no, losses, self.evals, sps, sps * self.batch * len(self.identities))
         self.preview(faces)
         save_model(self.average.model, self.cfg, self.models, {
             "step": self.step_no, "dataset_hash": self.dhash, "stopped": stopped, "resumed_from": self.resumed_from,
             "held_out_ssim": {k: v["ssim"] for k, v in self.evals.items()}, "holdout_is_train": self.on_train,
             "best": {"step": self.tracker.step, "score": self.tracker.score},
             "stopped_early": self.early_stop is not None, "early_stop": self.early_stop, "device": self.device.type,
-            "precision": self.precision, "ema": self.t.ema,
+            "precision": self.precision, "ema": self.t.ema, "batch_size": self.batch, "world_size": self.dist.world,
+            "weights_sha256": self.weights_sha256 or None,
         })  # fmt: skip
+        self.writer.wait()
         return metrics
+
+
+class Cadence:
+    """Every `steps` steps, or every `minutes` of wall clock (0 = off) since it last fired, whichever
+    comes first: step counts suit a CPU demo, minutes a GPU that runs thousands of steps a minute."""
+
+    def __init__(self, steps: int, minutes: float) -> None:
+        self.steps, self.seconds, self.last = steps, minutes * 60.0, time.monotonic()
+
+    def due(self, step: int) -> bool:
+        now = time.monotonic()
+        if step % self.steps == 0 or (self.seconds > 0 and now - self.last >= self.seconds):
+            self.last = now
+            return True
+        return False
 
 
 def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str], None] = log_line,
           models_dir: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet,
-    scoring it on holdout.parquet beside (see the module docstring)."""
+    scoring it on holdout.parquet beside (see the module docstring). Under torchrun every rank
+    calls it (facedag.training.distributed)."""
     t = params.train
     root = Path(root)
     run = Trainer(params, root, Path(models_dir) if models_dir is not None else root / "models", log)
+    try:
+        return _train(run, t)
+    finally:
+        run.dist.close()
+
+
+def _train(run: Trainer, t: Any) -> TrainResult:
+    log, main = run.log, run.dist.main
     run.resume()
-    live = open_live(run.live_dir, run.resumed_from)
+    run.distribute()
+    live = open_live(run.live_dir, run.resumed_from) if main else None
     faces = {name: run.sets[name].batch(run.sets[name].holdout_idx[:PREVIEW_FACES]) for name in run.identities}
     budget_min = session_budget(t.max_minutes)
     budget_s = budget_min * 60.0
@@ -348,37 +455,46 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     stopper = StopSignal()
     run.model.train()
     cfg = run.cfg
+    every_eval = Cadence(t.eval_every, t.eval_minutes)
+    every_ckpt = Cadence(t.checkpoint_every, t.checkpoint_minutes)
+    every_preview = Cadence(t.preview_every, t.preview_minutes)
     log(f"training {cfg.face_size}px, {cfg.layout} layout, widths {cfg.encoder_width}/{cfg.decoder_width}, "
         f"bottleneck {cfg.bottleneck}, {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
-        f"{run.device.type} {run.precision}, steps {run.step_no} -> {t.max_steps}, "
-        f"budget {budget_min:g} min" + (f", weight average {t.ema:g}" if t.ema else "")
+        f"{run.device.type} {run.precision}, batch {run.batch} per identity"
+        + (f" over {run.dist.world} processes" if run.dist.world > 1 else "")
+        + f", steps {run.step_no} -> {t.max_steps}, budget {budget_min:g} min"
+        + (f", weight average {t.ema:g}" if t.ema else "")
         + (f", patience {t.patience} evaluations" if t.patience else ""))
-    bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step")
+    bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step") if main else nullcontext()
     with stopper.installed(), bar:
         while (stopped := run.stop_reason(stopper, started, budget_s)) is None:
             step_losses = run.step()
             window_steps += 1
-            bar.update(1)
+            if main:
+                bar.update(1)
+            else:
+                continue  # the other ranks only train: rank 0 evaluates, checkpoints and previews
             # evaluate before checkpointing, so a checkpoint at this step carries this evaluation's ranking
-            if run.step_no % t.eval_every == 0 or run.step_no == t.max_steps:
-                losses = {k: float(v) for k, v in step_losses.items()}
+            if every_eval.due(run.step_no) or run.step_no == t.max_steps:
+                losses = {k: float(v) for k, v in step_losses.items()}  # the only wait for the GPU
                 now = time.monotonic()
                 steps_per_s = window_steps / max(now - window_t, 1e-9)
                 window_t, window_steps = now, 0
                 evals = run.evaluate(scheduled=True)
                 metrics = log_metrics(live, run.step_no, losses, evals, steps_per_s,
-                                      steps_per_s * t.batch_size * len(run.identities))
+                                      steps_per_s * run.batch * len(run.identities))
                 log(progress_line(run, t, losses, evals, metrics, steps_per_s, now - started, budget_s, budget_min))
                 run.check_patience()
-            if run.step_no % t.checkpoint_every == 0:
+            if every_ckpt.due(run.step_no):
                 run.checkpoint()
-            if run.step_no % t.preview_every == 0:
+            if every_preview.due(run.step_no):
                 run.preview(faces)
         if stopper.signum is not None:
             stopped = "signal"
             log(f"got signal {stopper.signum}: checkpointing at step {run.step_no} and stopping")
         metrics = run.finish(stopped, start_step, started, live, metrics, losses, faces)
-        live.end()
+        if live is not None:
+            live.end()
     log(f"stopped at step {run.step_no} ({stopped}); wrote {run.models / 'model.safetensors'} and "
         f"{best_paths(run.models)[0]} (step {run.tracker.step}, held-out score {run.tracker.score:.4f})")
     return TrainResult(run.step_no, run.resumed_from, run.step_no - start_step, stopped, stopper.signum, metrics,

@@ -76,3 +76,10 @@ class Model(FaceSwapModel):
 
     def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
         return self.decode(self.encode(x), identity)
+
+    def forward_all(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every identity's batch through the shared encoder in one pass (one set of kernel
+        launches at the summed batch), then each through its own decoder."""
+        z = self.encode(torch.cat(xs)) if len(xs) > 1 else self.encode(xs[0])
+        return [self.decode(zi, name) for zi, name in zip(z.split([len(x) for x in xs]), self.cfg.identities,
+                                                          strict=True)]
