@@ -21,11 +21,15 @@ import sys
 from facedag.params import Params
 from facedag.provenance.consent import require_consent
 from facedag.stagekit import stage_main
+from facedag.training.distributed import gpus_wanted, launch, under_torchrun
 from facedag.training.loop import train
 
 
 def run(params: Params) -> None:
     require_consent(params, list(params.identities), target=False)
+    nproc = gpus_wanted()
+    if nproc > 1 and not under_torchrun():
+        sys.exit(launch(nproc, "stages.train", sys.argv[1:]))
     result = train(params, ".")
     if result.signal is not None:
         sys.exit(128 + result.signal)
