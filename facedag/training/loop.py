@@ -85,6 +85,7 @@ from facedag.training.distributed import join, weights_digest
 from facedag.training.live import log_metrics, open_live
 from facedag.training.losses import face_region, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
+from facedag.training.presets import auto_batch, trial_step
 from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
 from facedag.training.sampler import Sampler
 from facedag.training.scoring import (
@@ -96,6 +97,7 @@ from facedag.training.scoring import (
     resume_early_stop,
     save_best,
 )
+from facedag.training.sizes import PRESETS, resolve
 from facedag.training.stopping import StopSignal, session_budget
 
 # why a run stops; under torchrun every rank takes the highest any rank found (Dist.agree)
@@ -146,9 +148,9 @@ def seed_all(seed: int) -> None:
 
 
 def model_config(params: Params) -> ModelConfig:
-    t = params.train
-    return ModelConfig(params.base.face_size, t.encoder_width, t.decoder_width, t.bottleneck,
-                       tuple(params.identities), t.layout)
+    size = resolve(params.train)
+    return ModelConfig(params.base.face_size, size.encoder_width, size.decoder_width, size.bottleneck,
+                       tuple(params.identities), params.train.layout)
 
 
 class Trainer:
@@ -164,11 +166,6 @@ class Trainer:
         self.dist, self.device = join(pick_device(params.device))
         device = self.device
         self.log = log = log if self.dist.main else (lambda _: None)  # rank 0 speaks for the run
-        self.batch = t.batch_size  # global: faces per identity per step, shared out among the ranks
-        if self.batch % self.dist.world:
-            raise StageFailed(f"train.batch_size {self.batch} does not split evenly among {self.dist.world} "
-                              "processes: make it a multiple of their number")
-        self.share = self.dist.share(self.batch)
         if t.deterministic:
             set_deterministic(seed)
         else:
@@ -189,6 +186,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                      fused=device.type == "cuda" or None)
         self.forward: nn.Module = AllIdentities(self.model)  # wrapped in DDP by distribute() under torchrun
+        self.precision = pick_precision(device)
+        self.amp_dtype = autocast_dtype(self.precision)
+        self.batch = self.pick_batch(resolve(t).batch_size, t.preset)  # global: all ranks' shares together
+        self.share = self.dist.share(self.batch)
         self.average = WeightAverage(self.model, t.ema)
         self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
         self.seed = seed
@@ -197,8 +198,6 @@ class Trainer:
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
-        self.precision = pick_precision(device)
-        self.amp_dtype = autocast_dtype(self.precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.tracker = BestTracker(t.patience, t.min_delta)
         self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
@@ -208,6 +207,20 @@ class Trainer:
         self.evaluated_at = -1
         self.writer = CheckpointWriter(self.ckpt_dir, t.keep_checkpoints)
         self.weights_sha256: list[str] = []  # every rank's, at the stop (distributed runs)
+
+    def pick_batch(self, wanted: int | str, preset: str) -> int:
+        """train.batch_size as the global batch per identity: a number as set (it must split
+        evenly among the ranks), or `auto` (facedag.training.presets.auto_batch; every rank takes
+        the smallest share any rank found room for)."""
+        world = self.dist.world
+        if wanted != "auto":
+            if int(wanted) % world:
+                raise StageFailed(f"train.batch_size {wanted} does not split evenly among {world} processes: "
+                                  "make it a multiple of their number")
+            return int(wanted)
+        fits = trial_step(self.model, self.cfg, self.device, self.amp_dtype) if self.device.type == "cuda" else None
+        share = auto_batch(self.cfg, self.device, PRESETS[preset].batch, world, self.log, fits)
+        return -self.dist.agree(-share) * world
 
     def distribute(self) -> None:
         """Under torchrun: wrap the step's forward in DistributedDataParallel (after resume, which
@@ -458,8 +471,9 @@ def _train(run: Trainer, t: Any) -> TrainResult:
     every_eval = Cadence(t.eval_every, t.eval_minutes)
     every_ckpt = Cadence(t.checkpoint_every, t.checkpoint_minutes)
     every_preview = Cadence(t.preview_every, t.preview_minutes)
-    log(f"training {cfg.face_size}px, {cfg.layout} layout, widths {cfg.encoder_width}/{cfg.decoder_width}, "
-        f"bottleneck {cfg.bottleneck}, {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
+    log(f"training {cfg.face_size}px, preset {t.preset}, {cfg.layout} layout, "
+        f"widths {cfg.encoder_width}/{cfg.decoder_width}, bottleneck {cfg.bottleneck}, "
+        f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
         f"{run.device.type} {run.precision}, batch {run.batch} per identity"
         + (f" over {run.dist.world} processes" if run.dist.world > 1 else "")
         + f", steps {run.step_no} -> {t.max_steps}, budget {budget_min:g} min"
