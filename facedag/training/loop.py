@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -239,7 +240,11 @@ class Trainer:
                                 stale_extra=[self.live_dir, *best_paths(self.models)])
         step = self.dist.broadcast(None if state is None else int(state["step"]))
         if step is not None and state is None:
-            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step))
+            path = checkpoint_path(self.ckpt_dir, step)
+            if not path.is_file():
+                raise StageFailed(f"rank {self.dist.rank} on {socket.gethostname()} has no {path} to resume from: "
+                                  "give every machine the same models/checkpoints (a shared folder, or dvc pull)")
+            state = load_checkpoint(path)
         if state is None:
             if not list_checkpoints(self.ckpt_dir):
                 log("starting fresh: no usable checkpoint")
