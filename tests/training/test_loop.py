@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,14 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(tmp_path: Path, tiny_d
     train(with_train(load(part), max_steps=6), part, lambda _: None)
     a, b = load_file(str(whole / "models/model.safetensors")), load_file(str(part / "models/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cadence_fires_on_steps_or_minutes() -> None:
+    from facedag.training.loop import Cadence
+
+    by_steps = Cadence(5, 0.0)
+    assert [s for s in range(1, 16) if by_steps.due(s)] == [5, 10, 15]
+    by_time = Cadence(10**9, 1e-4)  # 6 ms
+    assert not by_time.due(1)
+    time.sleep(0.02)
+    assert by_time.due(2) and not by_time.due(3)  # it fired, and the clock starts again
