@@ -6,8 +6,8 @@ work in the same run, and (on a GPU) the model FLOP utilisation.
   AdamW, the weight average) plus the loop's per-step checks (stop reason, the three cadences).
 - baseline ("plain loop"): the same model, batch, augmentation, loss and AdamW written as the
   shortest loop that does that work (random indices, one forward per identity, no weight
-  average, no checks). `overhead` = plain / ours - 1: what facedag's machinery costs per step
-  (the goal on the CPU: <= 10 %).
+  average, no checks). `overhead` = ours / plain - 1 in step time, the median over rounds of the
+  per-round ratio: what facedag's machinery costs per step (the goal on the CPU: <= 10 %).
 - network_only_egs_per_s: the same model and AdamW with no augmentation and an MSE loss, for the
   cost of the network alone.
 
@@ -112,23 +112,32 @@ def plain_step(run: Trainer, augmented: bool = True) -> Callable[[], None]:
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], device: torch.device, min_s: float,
-                     min_steps: int = 2) -> dict[str, float]:
-    """Seconds per step of each variant, timed in alternating rounds (one step each per round) after
-    one warm-up step each, so that load from other processes on a shared machine hits all alike."""
+                     min_steps: int = 3) -> dict[str, list[float]]:
+    """Seconds of each step of each variant, timed in alternating rounds (one step each per round)
+    after one warm-up step each, so that load from other processes on a shared machine hits all alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for step in steps.values():
         step()
     sync()
-    spent = dict.fromkeys(steps, 0.0)
-    count = dict.fromkeys(steps, 0)
-    while min(count.values()) < min_steps or min(spent.values()) < min_s:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    while min(len(t) for t in times.values()) < min_steps or min(sum(t) for t in times.values()) < min_s:
         for name, step in steps.items():
             t0 = time.perf_counter()
             step()
             sync()
-            spent[name] += time.perf_counter() - t0
-            count[name] += 1
-    return {name: spent[name] / count[name] for name in steps}
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def overhead(ours: list[float], plain: list[float]) -> float:
+    """ours / plain - 1 as the median over rounds of the per-round ratio: a load spike from another
+    process lands on one round, and the median leaves it out where a ratio of totals would not."""
+    ratios = sorted(a / b for a, b in zip(ours, plain, strict=False))
+    return ratios[len(ratios) // 2] - 1
 
 
 def flop_per_face(cfg: ModelConfig, device: torch.device, batch: int = 4) -> float:
@@ -151,14 +160,16 @@ def cpu_figures(min_seconds: float) -> dict[str, dict[str, Any]]:
         for label, train in CPU_MODELS.items():
             run = make_trainer(root, FACE, train, "cpu")
             per_step = run.batch * len(IDS)
-            secs = time_interleaved({"ours": ours_step(run), "plain": plain_step(run),
-                                     "network": plain_step(run, augmented=False)}, run.device, min_seconds)
+            times = time_interleaved({"ours": ours_step(run), "plain": plain_step(run),
+                                      "network": plain_step(run, augmented=False)}, run.device, min_seconds)
+            secs = {k: mean(v) for k, v in times.items()}
             cfg = run.cfg
             key = "train_egs_per_s" if label == "demo" else "train_egs_per_s_128px"
             results[key] = figure(
                 per_step / secs["ours"], "faces/s", "plain loop of the same work (same model, batch, augmentation, "
                 "loss and AdamW; no sampler, weight average or per-step checks)", per_step / secs["plain"],
-                overhead=round(secs["ours"] / secs["plain"] - 1, 4), preset=train["preset"],
+                overhead=round(overhead(times["ours"], times["plain"]), 4), rounds=len(times["ours"]),
+                preset=train["preset"], torch_threads=torch.get_num_threads(),
                 model={"face_size": cfg.face_size, "encoder_width": cfg.encoder_width,
                        "decoder_width": cfg.decoder_width, "bottleneck": cfg.bottleneck},
                 batch_per_identity=run.batch, identities=len(IDS), precision=run.precision,
@@ -180,7 +191,8 @@ def gpu_figures(min_seconds: float, batches: tuple[int, ...] = GPU_BATCHES) -> d
             for batch in batches:
                 torch.cuda.reset_peak_memory_stats()
                 run = make_trainer(root, face, {"preset": preset, "batch_size": batch}, "cuda")
-                secs = time_interleaved({"ours": ours_step(run), "plain": plain_step(run)}, device, min_seconds)
+                times = time_interleaved({"ours": ours_step(run), "plain": plain_step(run)}, device, min_seconds)
+                secs = {k: mean(v) for k, v in times.items()}
                 faces_per_s = batch * len(IDS) / secs["ours"]
                 fpf = flop_per_face(run.cfg, device)
                 rows.append({

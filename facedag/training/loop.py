@@ -11,16 +11,16 @@ everything is fp32 (facedag.device.pick_precision).
 What is scored, saved and converted is a moving average of the weights (`train.ema`, see
 WeightAverage), not the last step's raw weights.
 
-Every `train.eval_every` steps the model rebuilds each identity's held-out faces (dedupe's
-holdout.parquet: whole shots training never saw, facedag.training.dataset) and is scored by the mean over
-identities of their masked SSIM (higher is better). Each new best is written at once to
-models/best.safetensors + best.json (the model.json format, with the step, the score and each
-identity's held-out SSIM, PSNR and L1); convert uses it. With `train.patience` > 0 training stops
-early after that many evaluations without an improvement of more than `train.min_delta`; the
-checkpoint records the early stop, so a rerun with the same params does not train on, while
-raising max_steps (a fresh patience window) or patience continues. The best score and step and
-the patience count are in every checkpoint, so a resumed run never replaces a better best with a
-worse one.
+Every `train.eval_every` steps (or `train.eval_minutes`, whichever comes first) the model
+rebuilds each identity's held-out faces (dedupe's holdout.parquet: whole shots training never
+saw, facedag.training.dataset) and is scored by the mean over identities of their masked SSIM
+(higher is better). Each new best is written at once to models/best.safetensors + best.json (the
+model.json format, with the step, the score and each identity's held-out SSIM, PSNR and L1);
+convert uses it. With `train.patience` > 0 training stops early after that many evaluations
+without an improvement of more than `train.min_delta`; the checkpoint records the early stop, so
+a rerun with the same params does not train on, while raising max_steps (a fresh patience
+window) or patience continues. The best score and step and the patience count are in every
+checkpoint, so a resumed run never replaces a better best with a worse one.
 
 Stops at `train.max_steps`, after `train.max_minutes` of this run (or the shorter budget in
 the environment variable FACEDAG_TRAIN_MINUTES, which a scheduled training session sets),
@@ -28,6 +28,14 @@ when patience runs out, or after the step in progress when SIGTERM or SIGINT arr
 signal acts as usual), whichever comes first.
 Every stop writes a checkpoint, models/model.safetensors + model.json (the last step's model),
 a preview and the dvclive summary. Raising max_steps and rerunning continues the same run.
+
+Checkpoints every `train.checkpoint_every` steps or `train.checkpoint_minutes`, previews every
+`train.preview_every` steps or `train.preview_minutes` (Cadence). A checkpoint is copied to the CPU
+at its step and written by a background thread (facedag.training.checkpoint.CheckpointWriter),
+so the steps go on while about 1 GB of a real-size model's state reaches the disk; the host
+waits for the GPU only at evaluations (the losses are read there). Under torchrun the loop
+runs in every rank, each on its share of one global batch, rank 0 alone evaluating and
+writing (facedag.training.distributed).
 
 Reproducibility: the loop draws randomness only from its own generators (data order,
 augmentation) whose states, with the global ones, go into every checkpoint. With
