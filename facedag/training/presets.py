@@ -49,7 +49,7 @@ def activation_bytes(cfg: ModelConfig, batch: int, dtype: torch.dtype = torch.bf
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.forward_all([x.requires_grad_() for x in xs])
+        model.forward_all([x.requires_grad_() for x in xs], together=True)  # as it runs on a GPU
     return saved
 
 
