@@ -55,8 +55,9 @@ def _convert(path: Path, out: Path, swap: Any) -> tuple[int, int, float]:
     return stats.frames, stats.frames_swapped, time.perf_counter() - t
 
 
-def run(clip: Path = CLIP, key: str = "convert_fps") -> dict[str, dict]:
-    """The figures on `clip` (benchmarks/gpu_check.py passes a 1080p one, as `convert_fps_1080p`)."""
+def run(clip: Path = CLIP, key: str = "convert_fps", repeats: int = REPEATS) -> dict[str, dict]:
+    """The figures on `clip` (benchmarks/gpu_check.py passes a 1080p one, as `convert_fps_1080p`,
+    with one pass each to stay within its five minutes)."""
     if not clip.exists():
         print(f"bench_convert: {clip} is absent, no figures")
         return {}
@@ -82,7 +83,7 @@ def run(clip: Path = CLIP, key: str = "convert_fps") -> dict[str, dict]:
         _convert(clip, work / "warm.mkv", swapper)  # warm up: sessions, page cache, lazy imports
         best = {"model": 0.0, "no_model": 0.0, "passthrough": 0.0}
         frames = swapped = 0
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             frames, swapped, dt = _convert(clip, work / "a.mkv", swapper)
             best["model"] = max(best["model"], frames / dt)
             n, _, dt = _convert(clip, work / "b.mkv", identity)
@@ -97,7 +98,7 @@ def run(clip: Path = CLIP, key: str = "convert_fps") -> dict[str, dict]:
             "freshly initialised",
             passthrough_fps=round(best["passthrough"], 3), torch_threads=torch.get_num_threads(),
             gpu=device.type == "cuda", model_device=device.type,
-            note=f"decode+detect+align+swap+blend+FFV1 encode, best of {REPEATS}; passthrough = decode+encode",
+            note=f"decode+detect+align+swap+blend+FFV1 encode, best of {repeats}; passthrough = decode+encode",
         ),
     }  # fmt: skip
 
