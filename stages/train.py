@@ -1,6 +1,6 @@
 """The train stage: `python -m stages.train` from the project root.
 
-Reads params `base`, `train` and `identities`; data/dedupe/<ID>/dataset.parquet (training faces)
+Reads params `base`, `device`, `train` and `identities`; data/dedupe/<ID>/dataset.parquet (training faces)
 and holdout.parquet (held-out faces, for scoring only) of every identity. Refuses to start
 (exit 1, one line naming the identity) unless every identity has a consent record. Writes
 models/model.safetensors and model.json (the last step), models/best.safetensors and best.json
@@ -12,6 +12,12 @@ Exit status: 0 when it stopped at train.max_steps, train.max_minutes or early (t
 stopped it: it still finishes the step in progress, checkpoints and writes the model, but
 reports the run as interrupted, so that DVC does not record an unfinished training as done and
 the next `dvc repro` resumes it.
+
+Several GPUs: with the environment variable FACEDAG_GPUS=N (N > 1; an environment variable, not
+a param, so that the stage's hash does not change with the machine) the stage runs itself
+through `torchrun --standalone --nproc_per_node N` and waits, passing SIGTERM/SIGINT on, and
+exits as one process would; started by torchrun by hand (several machines, one rendezvous) it
+joins as one rank of the run (facedag.training.distributed).
 """
 
 from __future__ import annotations
