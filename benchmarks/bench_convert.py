@@ -55,44 +55,50 @@ def _convert(path: Path, out: Path, swap: Any) -> tuple[int, int, float]:
     return stats.frames, stats.frames_swapped, time.perf_counter() - t
 
 
-def run() -> dict[str, dict]:
-    if not CLIP.exists():
-        print(f"bench_convert: {CLIP} is absent, no figures")
+def run(clip: Path = CLIP, key: str = "convert_fps", repeats: int = REPEATS) -> dict[str, dict]:
+    """The figures on `clip` (benchmarks/gpu_check.py passes a 1080p one, as `convert_fps_1080p`,
+    with one pass each to stay within its five minutes)."""
+    if not clip.exists():
+        print(f"bench_convert: {clip} is absent, no figures")
         return {}
     import torch
 
+    from facedag.device import pick_device
     from facedag.params import Convert, Train
     from facedag.training.model import ModelConfig, Swapper, build_model, save_model
+    from facedag.training.sizes import resolve
 
-    tr = Train()
+    tr = resolve(Train())
     with tempfile.TemporaryDirectory(prefix="bench_convert.") as tmp:
         work = Path(tmp)
         torch.manual_seed(0)
         cfg = ModelConfig(FACE_SIZE, tr.encoder_width, tr.decoder_width, tr.bottleneck, ("src", "dst"))
         save_model(build_model(cfg), cfg, work / "models", {"step": 0, "note": "benchmark: untrained"})
-        swapper = Swapper(work / "models", "src", device="cpu", batch=Convert().batch)
+        device = pick_device("auto")  # the GPU where there is one, as convert runs with `device: auto`
+        swapper = Swapper(work / "models", "src", device=device, batch=Convert().batch)
 
         def identity(faces: np.ndarray) -> np.ndarray:
             return faces
 
-        _convert(CLIP, work / "warm.mkv", swapper)  # warm up: sessions, page cache, lazy imports
+        _convert(clip, work / "warm.mkv", swapper)  # warm up: sessions, page cache, lazy imports
         best = {"model": 0.0, "no_model": 0.0, "passthrough": 0.0}
         frames = swapped = 0
-        for _ in range(REPEATS):
-            frames, swapped, dt = _convert(CLIP, work / "a.mkv", swapper)
+        for _ in range(repeats):
+            frames, swapped, dt = _convert(clip, work / "a.mkv", swapper)
             best["model"] = max(best["model"], frames / dt)
-            n, _, dt = _convert(CLIP, work / "b.mkv", identity)
+            n, _, dt = _convert(clip, work / "b.mkv", identity)
             best["no_model"] = max(best["no_model"], n / dt)
-            n, dt = _passthrough(CLIP, work / "c.mkv")
+            n, dt = _passthrough(clip, work / "c.mkv")
             best["passthrough"] = max(best["passthrough"], n / dt)
     return {
-        "convert_fps": figure(
+        key: figure(
             best["model"], "frames/s", "the same convert with an identity swap (no model)", best["no_model"],
-            clip=CLIP.name, frames=frames, frames_swapped=swapped, face_size=FACE_SIZE,
+            clip=clip.name, frames=frames, frames_swapped=swapped, face_size=FACE_SIZE,
             model=f"FaceSwapModel enc {tr.encoder_width} dec {tr.decoder_width} bottleneck {tr.bottleneck}, "
             "freshly initialised",
             passthrough_fps=round(best["passthrough"], 3), torch_threads=torch.get_num_threads(),
-            note=f"decode+detect+align+swap+blend+FFV1 encode, best of {REPEATS}; passthrough = decode+encode",
+            gpu=device.type == "cuda", model_device=device.type,
+            note=f"decode+detect+align+swap+blend+FFV1 encode, best of {repeats}; passthrough = decode+encode",
         ),
     }  # fmt: skip
 

@@ -1,19 +1,21 @@
-"""Training throughput: examples (faces) per second of our full training step, beside a plain fp32
-loop of the same model in the same run.
+"""Training throughput: faces per second of facedag's training step, beside a plain loop of the same
+work in the same run, and (on a GPU) the model FLOP utilisation.
 
-- ours: what facedag.training.loop does per step: for each of the 2 identities a batch sampled from the
-  resident uint8 dataset, GPU-side augmentation (facedag.training.augment: warp, flip, colour, light), the
-  model, the masked SSIM + L1 loss (facedag.training.losses), then one AdamW step. fp32 on the CPU; bf16
-  autocast under CUDA (as training runs).
-- baseline ("plain fp32 loop"): the same model, batch and AdamW in fp32 on the same faces with no
-  augmentation and a plain mean-squared-error loss: the cost of the network alone, so the gap is
-  what augmentation and the masked SSIM loss cost.
+- ours: what facedag.training.loop runs per step, on a real Trainer: `Trainer.step` (sampler,
+  CPU-drawn augmentation, every identity through the encoder in one pass, masked SSIM + L1 loss,
+  AdamW, the weight average) plus the loop's per-step checks (stop reason, the three cadences).
+- baseline ("plain loop"): the same model, batch, augmentation, loss and AdamW written as the
+  shortest loop that does that work (random indices, one forward per identity, no weight
+  average, no checks). `overhead` = ours / plain - 1 in step time, the median over rounds of the
+  per-round ratio: what facedag's machinery costs per step (the goal on the CPU: <= 10 %).
+- network_only_egs_per_s: the same model and AdamW with no augmentation and an MSE loss, for the
+  cost of the network alone.
 
-Two models: `demo` (params defaults: Train() at base.face_size 128, widths 16/16, bottleneck 128)
-and `128px` (the size the README suggests for real runs: widths 64/64, bottleneck 512, 128 px).
-On CUDA (not on the 2-core CI machine) each also gets bf16 + channels_last and torch.compile
-variants and an MFU (model FLOPs per step counted by torch.utils.flop_counter, over the GPU's dense
-bf16 peak).
+Models: `demo` (the demo preset at base.face_size 128, as params.yaml) and `128px` (preset 128:
+widths 64/64, bottleneck 512, 59.9 M params). On CUDA, `gpu` figures: presets 128 and 256 at
+batch 16, 64 and 128 per identity, bf16 where the GPU has it, each with its MFU:
+FLOP per face (torch.utils.flop_counter over one forward + backward, per face) x faces/s / the
+GPU's dense bf16 peak (PEAK_BF16, named in the figure).
 Faces: the demo portraits aligned a few ways (facedag.training.portrait_set).
 """
 
@@ -27,129 +29,194 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from benchmarks.common import figure
-from facedag.params import Train
+from facedag.params import Params
 from facedag.training.augment import AugmentConfig, augment
-from facedag.training.dataset import dataset_path, load_dataset
+from facedag.training.dataset import dataset_path, holdout_path
+from facedag.training.loop import Cadence, Trainer
 from facedag.training.losses import masked_loss, weight_map
-from facedag.training.model import FaceSwapModel, ModelConfig, build_model
+from facedag.training.model import ModelConfig, build_model
 from facedag.training.portrait_set import write_portrait_dataset
-from facedag.training.sampler import Sampler
+from facedag.training.stopping import StopSignal
 
+REPO = Path(__file__).resolve().parents[1]
 IDS = ("src", "dst")
-MODELS = {
-    "demo": {"face_size": 128, "encoder_width": Train().encoder_width, "decoder_width": Train().decoder_width,
-             "bottleneck": Train().bottleneck, "batch": Train().batch_size},
-    "128px": {"face_size": 128, "encoder_width": 64, "decoder_width": 64, "bottleneck": 512, "batch": 4},
-}
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
+FACE = 128
+CPU_MODELS = {"demo": {"preset": "demo"}, "128px": {"preset": "128", "batch_size": 4}}
+GPU_BATCHES = (16, 64, 128)
+GPU_PRESETS = {"128": 128, "256": 256}  # preset -> face size
+# dense bf16 FLOP/s by GPU name (no sparsity), most specific first
+PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-def _time_interleaved(steps: dict[str, Callable[[], None]], device: torch.device, min_s: float,
-                      min_steps: int = 2) -> dict[str, float]:
-    """Seconds per step of each variant, timed in alternating rounds (one step each per round) after
-    one warm-up step each, so that load from other processes on a shared machine hits all alike."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for step in steps.values():
-        step()
-    sync()
-    spent = dict.fromkeys(steps, 0.0)
-    count = dict.fromkeys(steps, 0)
-    while min(count.values()) < min_steps or min(spent.values()) < min_s:
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            sync()
-            spent[name] += time.perf_counter() - t0
-            count[name] += 1
-    return {name: spent[name] / count[name] for name in steps}
+def peak_of(gpu: str) -> tuple[str, float] | None:
+    """(name, dense bf16 FLOP/s) of the GPU called `gpu`, or None when not in PEAK_BF16."""
+    return next(((k, v) for k, v in PEAK_BF16.items() if k in gpu), None)
 
 
-def _steps(spec: dict[str, Any], sets: dict, device: torch.device, ours: bool, bf16: bool = False,
-           channels_last: bool = False, compile_: bool = False) -> tuple[Callable[[], None], FaceSwapModel]:
+def write_faces(root: Path, face: int) -> None:
+    for name, portrait in zip(IDS, ("astronaut", "grace_hopper"), strict=True):
+        write_portrait_dataset(dataset_path(root, name), portrait, face, tracks=4, per_track=8, seed=0)
+        write_portrait_dataset(holdout_path(root, name), portrait, face, tracks=1, per_track=4, seed=1,
+                               first_track=4)
+
+
+def make_trainer(root: Path, face: int, train: dict[str, Any], device: str) -> Trainer:
+    """A real Trainer on the faces under `root` (the repo's params.yaml with `train` over it)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["base"] = {**raw["base"], "face_size": face, "seed": 0}
+    raw["device"] = device
+    raw["train"] = {**raw["train"], **train}
+    return Trainer(Params.model_validate(raw), root, root / "models", lambda _: None)
+
+
+def ours_step(run: Trainer) -> Callable[[], None]:
+    stopper, started = StopSignal(), time.monotonic()
+    cadences = [Cadence(10**9, 60.0) for _ in range(3)]
+
+    def step() -> None:
+        run.step()
+        run.stop_reason(stopper, started, 1e9)
+        for c in cadences:
+            c.due(run.step_no)
+
+    return step
+
+
+def plain_step(run: Trainer, augmented: bool = True) -> Callable[[], None]:
+    """The same work as Trainer.step as the shortest loop (see the module docstring)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(spec["face_size"], spec["encoder_width"], spec["decoder_width"], spec["bottleneck"], IDS)
-    model = build_model(cfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if compile_ else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    samplers = {n: Sampler(sets[n].train_idx, i) for i, n in enumerate(IDS)}
-    gen = torch.Generator(device=device).manual_seed(0)
-    wmap = weight_map(cfg.face_size, 3.0, device)
-    aug = AugmentConfig()
+    device, cfg, batch = run.device, run.cfg, run.batch
+    model = build_model(cfg).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=run.t.lr, weight_decay=run.t.weight_decay,
+                            fused=device.type == "cuda" or None)
+    gen = torch.Generator().manual_seed(0)
+    wmap, aug, dtype = weight_map(cfg.face_size, 3.0, device), AugmentConfig(), run.amp_dtype
+    sizes = {n: len(run.sets[n].train_idx) for n in IDS}
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
         for name in IDS:
-            x = sets[name].batch(samplers[name].next(spec["batch"]))
-            if ours:
-                inp, tgt, w = augment(x, wmap, aug, gen)
-            else:
-                inp, tgt, w = x, x, None
-            if channels_last:
-                inp = inp.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                y = fwd(inp, name)
-            loss = masked_loss(y, tgt, w)[0] if ours else F.mse_loss(y.float(), tgt)
-            total = total + loss
+            x = run.sets[name].batch(torch.randint(sizes[name], (batch,), generator=gen))
+            inp, tgt, w = augment(x, wmap, aug, gen) if augmented else (x, x, None)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                y = model(inp.contiguous(memory_format=torch.channels_last), name)
+            total = total + (masked_loss(y, tgt, w)[0] if augmented else F.mse_loss(y.float(), tgt))
         total.backward()
         opt.step()
 
-    return step, model
+    return step
 
 
-def _flops_per_step(spec: dict[str, Any], device: torch.device) -> float:
+def time_interleaved(steps: dict[str, Callable[[], None]], device: torch.device, min_s: float,
+                     min_steps: int = 3) -> dict[str, list[float]]:
+    """Seconds of each step of each variant, timed in alternating rounds (one step each per round)
+    after one warm-up step each, so that load from other processes on a shared machine hits all alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for step in steps.values():
+        step()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    while min(len(t) for t in times.values()) < min_steps or min(sum(t) for t in times.values()) < min_s:
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def overhead(ours: list[float], plain: list[float]) -> float:
+    """ours / plain - 1 as the median over rounds of the per-round ratio: a load spike from another
+    process lands on one round, and the median leaves it out where a ratio of totals would not."""
+    ratios = sorted(a / b for a, b in zip(ours, plain, strict=False))
+    return ratios[len(ratios) // 2] - 1
+
+
+def flop_per_face(cfg: ModelConfig, device: torch.device, batch: int = 4) -> float:
+    """Model FLOP of one training step per face: forward + backward of one identity's batch, counted
+    by torch.utils.flop_counter, divided by the batch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = ModelConfig(spec["face_size"], spec["encoder_width"], spec["decoder_width"], spec["bottleneck"], IDS)
     model = build_model(cfg).to(device)
     counter = FlopCounterMode(display=False)
     with counter:
-        for name in IDS:
-            model(torch.rand(spec["batch"], 3, cfg.face_size, cfg.face_size, device=device), name).mean().backward()
-    return float(counter.get_total_flops())
+        model(torch.rand(batch, 3, cfg.face_size, cfg.face_size, device=device), IDS[0]).mean().backward()
+    return float(counter.get_total_flops()) / batch
 
 
-def run(min_seconds: float = 6.0) -> dict[str, dict[str, Any]]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def cpu_figures(min_seconds: float) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, portrait in zip(IDS, ("astronaut", "grace_hopper"), strict=True):
-            write_portrait_dataset(dataset_path(root, name), portrait, 128, tracks=4, per_track=8, seed=0)
-        sets = load_dataset(root, list(IDS), 128, device=device)
-        for label, spec in MODELS.items():
-            per_step = spec["batch"] * len(IDS)
-            cuda = device.type == "cuda"
-            variants = {
-                "baseline": _steps(spec, sets, device, ours=False)[0],
-                "ours": _steps(spec, sets, device, ours=True, bf16=cuda)[0],
-                "channels_last": _steps(spec, sets, device, ours=True, bf16=cuda, channels_last=True)[0],
-            }
-            if cuda:
-                variants["compile"] = _steps(spec, sets, device, ours=True, bf16=True, channels_last=True,
-                                             compile_=True)[0]
-            secs = _time_interleaved(variants, device, min_seconds)
-            # the headline is what facedag.training.loop runs: the full step in channels_last
-            base_s, ours_s = secs["baseline"], secs["channels_last"]
-            extra: dict[str, Any] = {
-                "model": {k: v for k, v in spec.items() if k != "batch"}, "batch_per_identity": spec["batch"],
-                "identities": len(IDS), "precision": "bf16 autocast" if cuda else "fp32",
-                "layout": "channels_last", "ours_default_layout_egs_per_s": round(per_step / secs["ours"], 3),
-            }
-            if cuda:
-                extra["ours_compile_egs_per_s"] = round(per_step / secs["compile"], 3)
-                gpu = torch.cuda.get_device_name()
-                peak = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
-                if peak:
-                    extra["mfu"] = round(_flops_per_step(spec, device) / min(secs.values()) / peak, 4)
-                extra["gpu"] = gpu
+        write_faces(root, FACE)
+        for label, train in CPU_MODELS.items():
+            run = make_trainer(root, FACE, train, "cpu")
+            per_step = run.batch * len(IDS)
+            times = time_interleaved({"ours": ours_step(run), "plain": plain_step(run),
+                                      "network": plain_step(run, augmented=False)}, run.device, min_seconds)
+            secs = {k: mean(v) for k, v in times.items()}
+            cfg = run.cfg
             key = "train_egs_per_s" if label == "demo" else "train_egs_per_s_128px"
-            results[key] = figure(per_step / ours_s, "faces/s", "plain fp32 loop of the same model (no augmentation, "
-                                  "MSE loss, AdamW)", per_step / base_s, **extra)
+            results[key] = figure(
+                per_step / secs["ours"], "faces/s", "plain loop of the same work (same model, batch, augmentation, "
+                "loss and AdamW; no sampler, weight average or per-step checks)", per_step / secs["plain"],
+                overhead=round(overhead(times["ours"], times["plain"]), 4), rounds=len(times["ours"]),
+                preset=train["preset"], torch_threads=torch.get_num_threads(),
+                model={"face_size": cfg.face_size, "encoder_width": cfg.encoder_width,
+                       "decoder_width": cfg.decoder_width, "bottleneck": cfg.bottleneck},
+                batch_per_identity=run.batch, identities=len(IDS), precision=run.precision,
+                network_only_egs_per_s=round(per_step / secs["network"], 3),
+            )  # fmt: skip
+    return results
+
+
+def gpu_figures(min_seconds: float, batches: tuple[int, ...] = GPU_BATCHES) -> dict[str, dict[str, Any]]:
+    """Per preset and batch: faces/s of ours and of the plain loop, and the MFU (module docstring)."""
+    device = torch.device("cuda")
+    gpu = torch.cuda.get_device_name()
+    peak = peak_of(gpu)
+    rows = []
+    for preset, face in GPU_PRESETS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            write_faces(root, face)
+            for batch in batches:
+                torch.cuda.reset_peak_memory_stats()
+                run = make_trainer(root, face, {"preset": preset, "batch_size": batch}, "cuda")
+                times = time_interleaved({"ours": ours_step(run), "plain": plain_step(run)}, device, min_seconds)
+                secs = {k: mean(v) for k, v in times.items()}
+                faces_per_s = batch * len(IDS) / secs["ours"]
+                fpf = flop_per_face(run.cfg, device)
+                rows.append({
+                    "preset": preset, "face_size": face, "batch_per_identity": batch,
+                    "faces_per_s": round(faces_per_s, 1),
+                    "plain_faces_per_s": round(batch * len(IDS) / secs["plain"], 1),
+                    "gflop_per_face": round(fpf / 1e9, 2), "precision": run.precision,
+                    "mfu": round(fpf * faces_per_s / peak[1], 4) if peak else None,
+                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                })  # fmt: skip
+                del run
+                torch.cuda.empty_cache()
+    best = max(rows, key=lambda r: r["faces_per_s"] if r["preset"] == "256" else -1)
+    return {"train_gpu": figure(
+        best["faces_per_s"], "faces/s", "plain loop of the same work", best["plain_faces_per_s"], gpu=True,
+        headline="preset 256 at its fastest batch", mfu=best["mfu"],
+        peak=f"{peak[0]} dense bf16 {peak[1] / 1e12:.0f} TFLOP/s" if peak else f"unknown for {gpu}", rows=rows,
+    )}
+
+
+def run(min_seconds: float = 6.0) -> dict[str, dict[str, Any]]:
+    results = cpu_figures(min_seconds) if not torch.cuda.is_available() else {}
+    if torch.cuda.is_available():
+        results.update(gpu_figures(min(min_seconds, 3.0)))
     return results
 
 

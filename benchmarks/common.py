@@ -11,8 +11,9 @@ from typing import Any
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 
-def device_name() -> str:
-    """Name the machine a figure was measured on, so figures from different machines never mix."""
+def device_name(gpu: bool = False) -> str:
+    """Name the machine a figure was measured on, so figures from different machines never mix;
+    `gpu`: the figure ran on the first CUDA GPU, named too."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -21,16 +22,22 @@ def device_name() -> str:
                 break
     except OSError:
         pass
-    return f"cpu: {os.cpu_count()} cores, {model}"
+    name = f"cpu: {os.cpu_count()} cores, {model}"
+    if gpu:
+        import torch
+
+        name += f", gpu: {torch.cuda.get_device_name()}"
+    return name
 
 
 def figure(value: float, unit: str, baseline_what: str, baseline_value: float | None,
-           baseline_unit: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One results.json entry: the figure, its unit, the device and the side-by-side baseline."""
+           baseline_unit: str | None = None, gpu: bool = False, **extra: Any) -> dict[str, Any]:
+    """One results.json entry: the figure, its unit, the device (`gpu`: with the GPU it ran on)
+    and the side-by-side baseline."""
     return {
         "value": round(float(value), 3),
         "unit": unit,
-        "device": device_name(),
+        "device": device_name(gpu),
         "baseline": {
             "what": baseline_what,
             "value": None if baseline_value is None else round(float(baseline_value), 3),

@@ -41,7 +41,14 @@ class Section(BaseModel):
 class Base(Section):
     seed: int = 1234
     face_size: int = Field(128, ge=32, le=512, description="side of the aligned face in pixels")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_moved(cls, data: object) -> object:
+        if isinstance(data, dict) and "device" in data:
+            raise ValueError("base.device moved to the top-level `device` key (read by train, evaluate_model and "
+                             "convert only, so changing it no longer reruns the data stages): move it there")
+        return data
 
 
 class Consent(Section):
@@ -188,16 +195,32 @@ class Train(Section):
     session_minutes: float = Field(
         60.0, gt=0, description="budget of one scheduled train-session run (facedag serve); the next one resumes"
     )
-    batch_size: int = Field(8, ge=1, le=1024, description="faces per identity per step")
+    preset: Literal["demo", "small", "128", "256"] = Field(
+        "demo", description="model size (facedag.training.sizes): widths, bottleneck and default batch; "
+        "encoder_width/decoder_width/bottleneck/batch_size set here override it (facedag.training.sizes.resolve)"
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] | None = Field(
+        None, description="faces per identity per step (all processes together); auto: the largest "
+        "that fits the GPU found (the preset's default on the CPU); unset: the preset's default"
+    )
     lr: float = Field(5e-4, gt=0, lt=1, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW decoupled weight decay")
-    encoder_width: int = Field(16, ge=4, le=512, description="channels of the first encoder conv (x2 per level)")
-    decoder_width: int = Field(16, ge=4, le=512, description="channels of the last decoder level (x2 per level up)")
-    bottleneck: int = Field(128, ge=8, le=4096, description="size of the shared latent vector")
+    encoder_width: int | None = Field(
+        None, ge=4, le=512, description="channels of the first encoder conv (x2 per level); unset: the preset's"
+    )
+    decoder_width: int | None = Field(
+        None, ge=4, le=512, description="channels of the last decoder level (x2 per level up); unset: the preset's"
+    )
+    bottleneck: int | None = Field(None, ge=8, le=4096, description="shared latent size; unset: the preset's")
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (also on SIGTERM/SIGINT)")
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept in models/checkpoints")
     preview_every: int = Field(100, ge=1, description="steps between preview grids in models/previews")
     eval_every: int = Field(50, ge=1, description="steps between held-out SSIM evaluations (and log lines)")
+    checkpoint_minutes: float = Field(
+        0.0, ge=0, description="also checkpoint after this many minutes since the last one (0 = steps only)"
+    )
+    eval_minutes: float = Field(0.0, ge=0, description="also evaluate after this many minutes (0 = steps only)")
+    preview_minutes: float = Field(0.0, ge=0, description="also write a preview after this many minutes (0 = off)")
     patience: int = Field(
         0, ge=0, description="evaluations without a held-out gain of more than min_delta before stopping; 0 = never"
     )
@@ -292,6 +315,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: Base = Base()
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where train, evaluate_model and convert run: auto | cpu | cuda | cuda:<n> (facedag.device)",
+    )
     identities: dict[str, Identity] = Field(min_length=1)
     target: Target
     download: Download = Download()

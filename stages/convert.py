@@ -93,7 +93,7 @@ def run(params: Params) -> None:
         raise StageFailed(f"{weights} not found: run train first (convert.model: {cv.model})")
     from facedag.training.model import Swapper
 
-    device = pick_device(params.base.device).type
+    device = pick_device(params.device).type
     try:
         swapper = Swapper(MODELS, cv.swap_to, device=device, batch=cv.batch, name=WEIGHTS[cv.model])
     except KeyError as exc:

@@ -34,7 +34,7 @@ def run(params: Params) -> None:
     name = WEIGHTS[params.evaluate.model]
     if not (MODELS / f"{name}.safetensors").is_file():
         raise StageFailed(f"{MODELS / f'{name}.safetensors'} not found: run train first")
-    device = str(pick_device(params.base.device))
+    device = str(pick_device(params.device))
     try:
         scores = evaluate_model(MODELS, DEDUPE, list(params.identities), name=name, device=device)
     except (OSError, ValueError, KeyError) as exc:

@@ -90,6 +90,15 @@ def _anchors(width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts, axis=0), dtype=np.float32)
 
 
+def detect_providers(available: list[str]) -> list[str]:
+    """onnxruntime providers for detection: CUDA first where the install has it (`pip install
+    'facedag[cuda]'` puts onnxruntime-gpu in place of onnxruntime) and FACEDAG_DETECT_CPU is
+    not set, the CPU otherwise (and as CUDA's fallback for any op it lacks)."""
+    if "CUDAExecutionProvider" in available and not os.environ.get("FACEDAG_DETECT_CPU"):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class FaceDetector:
     """RetinaFace over onnxruntime with float landmarks, downscaling and batching.
 
@@ -125,7 +134,7 @@ class FaceDetector:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self._session = ort.InferenceSession(WEIGHTS, opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(WEIGHTS, opts, providers=detect_providers(ort.get_available_providers()))
         self._input = self._session.get_inputs()[0].name
         # blobFromImages subtracts `mean` after swapping R and B, so this is RGB -> BGR - MEAN,
         # exactly retinaface.preprocess (checked in the tests).

@@ -1,8 +1,11 @@
 """Training augmentation in torch, on whatever device the batch lives on (the GPU under CUDA, where
 the dataset stays resident as uint8 and no batch ever crosses the bus).
 
-Per sample, from one torch.Generator (so a checkpoint that saves the generator's state replays
-the exact same augmentations after a resume):
+Per sample, from one CPU torch.Generator (so a checkpoint that saves the generator's state replays
+the exact same augmentations after a resume, and that state is the same 5056 bytes whatever device
+trains: a checkpoint written on a GPU resumes on a CPU and back). The few random numbers per
+sample are drawn on the CPU, packed into one tensor and copied to the batch's device in one
+non-blocking transfer; the image work runs where the batch is.
 
 - affine jitter, applied to the input AND the target (and the loss weights): rotation up to
   +-250*warp degrees (10 at warp 0.04), scale and shift up to +-1.25*warp (5 %), and a horizontal
@@ -39,31 +42,52 @@ class AugmentConfig:
         return cls(float(train.warp), float(train.flip), float(train.colour_shift), float(train.light_shift))
 
 
-def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device) -> torch.Tensor:
-    return torch.rand(shape, generator=gen, device=device) * (hi - lo) + lo
+def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
+    return torch.rand(shape, generator=gen) * (hi - lo) + lo
 
 
 def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, targets, per-sample weights) from faces (N, 3, S, S) float in [0, 1].
 
-    `weights` is the (1, 1, S, S) loss map on the template; it is moved with the target face.
-    Every random number comes from `gen`, which must live on `faces.device`; the draws happen in
-    a fixed order and count, whatever the values, so the generator's state advances identically.
+    `weights` is the loss map, (1, 1, S, S) on the template or (N, 1, S, S) per face; it is moved
+    with the target face.
+    Every random number comes from `gen`, a CPU generator whatever `faces.device` is; the draws
+    happen in a fixed order and count, whatever the values, so the generator's state advances
+    identically.
+
+    `rows` = (start, total): `faces` are rows start.. of a batch of `total` (one process's share
+    under data parallelism). The draws are made for all `total`, and this share's are used, so
+    every process's generator advances alike and the batch is augmented as one process would.
     """
+    if gen.device.type != "cpu":
+        raise ValueError(f"augment draws from a CPU generator (checkpoints travel between devices), got {gen.device}")
     n, _, s, _ = faces.shape
+    start, total = rows if rows is not None else (0, n)
+    if not 0 <= start <= total - n:
+        raise ValueError(f"rows {start}..{start + n} are not within a batch of {total}")
     dev = faces.device
     rot = math.radians(min(10.0, 250.0 * cfg.warp))
     scl = 1.25 * cfg.warp
     shift = 1.25 * cfg.warp * 2.0  # grid units span 2 per side
-    angle = _uniform(gen, (n,), -rot, rot, dev)
-    scale = 1.0 + _uniform(gen, (n,), -scl, scl, dev)
-    tx, ty = _uniform(gen, (n,), -shift, shift, dev), _uniform(gen, (n,), -shift, shift, dev)
-    flip = torch.where(torch.rand((n,), generator=gen, device=dev) < cfg.flip, -1.0, 1.0)
-    offsets = _uniform(gen, (n, 2, WARP_GRID, WARP_GRID), -2.0 * cfg.warp, 2.0 * cfg.warp, dev)
-    gain = 1.0 + _uniform(gen, (n, 3, 1, 1), -cfg.colour_shift, cfg.colour_shift, dev)
-    bright = _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift, dev)
-    slope = _uniform(gen, (n, 1, 1, 1), -cfg.light_shift, cfg.light_shift, dev)
+    m = total
+    draws = [
+        _uniform(gen, (m,), -rot, rot),  # angle
+        1.0 + _uniform(gen, (m,), -scl, scl),  # scale
+        _uniform(gen, (m,), -shift, shift),  # tx
+        _uniform(gen, (m,), -shift, shift),  # ty
+        torch.where(torch.rand((m,), generator=gen) < cfg.flip, -1.0, 1.0),  # flip
+        _uniform(gen, (m, 2, WARP_GRID, WARP_GRID), -2.0 * cfg.warp, 2.0 * cfg.warp),  # warp offsets
+        1.0 + _uniform(gen, (m, 3, 1, 1), -cfg.colour_shift, cfg.colour_shift),  # gain
+        _uniform(gen, (m, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # brightness
+        _uniform(gen, (m, 1, 1, 1), -cfg.light_shift, cfg.light_shift),  # light slope
+    ]
+    draws = [d[start : start + n] for d in draws]
+    packed = torch.cat([d.reshape(n, -1) for d in draws], 1)
+    if dev.type == "cuda":  # one pinned, non-blocking copy instead of nine blocking ones
+        packed = packed.pin_memory().to(dev, non_blocking=True)
+    angle, scale, tx, ty, flip, offsets, gain, bright, slope = (
+        t.reshape(d.shape) for t, d in zip(packed.split([d[0].numel() for d in draws], 1), draws, strict=True))
 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([

@@ -34,9 +34,8 @@ class WeightAverage:
         if self.model is trained:
             return
         d = min(self.decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for avg, p in zip(self.model.parameters(), trained.parameters(), strict=True):
-                avg.lerp_(p, 1.0 - d)
+        with torch.no_grad():  # one batched op over every tensor (one kernel launch per few tensors on a GPU)
+            torch._foreach_lerp_(list(self.model.parameters()), list(trained.parameters()), 1.0 - d)
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         if self.decay <= 0:

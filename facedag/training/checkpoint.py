@@ -5,8 +5,13 @@ file beside it, fsynced and moved into place (facedag.records.atomic_path), so a
 moment leaves either the old set or the old set plus one whole new file. It holds only what
 `torch.load(weights_only=True)` accepts (tensors, dicts, lists, str, int, float, bool, None):
 weights, optimiser, scaler, step, every RNG state (torch, CUDA, numpy, python `random`, and the
-training loop's own generators) converted to tensors and lists, the model config and the
-dataset hash.
+training loop's own generators) converted to tensors and lists, the model config, the
+dataset hash and the device type it was written on.
+
+Checkpoints travel: everything is saved as CPU tensors, the training loop's own generators are
+CPU generators (their state is the same on every machine), and CUDA generator states are
+restored only where they fit (restore_rng), so a checkpoint written on a GPU resumes on a CPU,
+on a machine with fewer GPUs, and back; the resume says which device wrote it.
 
 Loading never runs code: `torch.load(weights_only=True)` refuses any pickle that names a
 callable (an `os.system` in a `__reduce__`, say) before calling it; we turn that into
@@ -28,6 +33,7 @@ import pickle
 import random
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,11 +87,25 @@ def capture_rng() -> dict[str, Any]:
     }
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Undo capture_rng: every global generator continues exactly where it was."""
+def restore_rng(state: dict[str, Any], log: Callable[[str], None] = lambda _: None) -> None:
+    """Undo capture_rng: every global generator continues exactly where it was.
+
+    CUDA states are restored only where they fit: one per GPU this machine has (a checkpoint
+    from a machine with more GPUs restores the first ones; one from a CPU-only machine, none),
+    each of the size this torch's CUDA generator takes. Training draws nothing from them (its
+    own generators are CPU generators), so what does not fit is said and skipped, not fatal.
+    """
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda") or [])
+    if saved and torch.cuda.is_available():
+        here = torch.cuda.device_count()
+        fits = [s for s in saved[:here] if s.numel() == torch.cuda.get_rng_state(0).numel()]
+        for i, s in enumerate(fits):
+            torch.cuda.set_rng_state(s, i)
+        if len(fits) < len(saved):
+            log(f"restored {len(fits)} of the checkpoint's {len(saved)} CUDA generator states ({here} GPU(s) here)")
+    elif saved:
+        log(f"the checkpoint's {len(saved)} CUDA generator state(s) are not restored: no GPU here")
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
@@ -186,3 +206,50 @@ def _diff(old: Any, new: dict[str, Any]) -> str:
         return "no config recorded"
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy of a checkpoint state with every tensor as a CPU tensor of its own (the live
+    weights and moments go on changing while a background thread writes the copy)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.to("cpu", copy=True) if t.device.type != "cpu" else t.clone()
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """save_checkpoint on a background thread, so that writing (and fsyncing) a checkpoint of a
+    real-size model, about 1 GB, does not stall training: `submit` takes a CPU copy of the state
+    at once (the only part the step waits for) and a thread writes it atomically, as
+    save_checkpoint always does. One write at a time: a submit while one is in flight waits for it
+    first. `wait` (every stop calls it) returns when the last one is on disk, and re-raises its error.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike[str], keep: int) -> None:
+        self.ckpt_dir, self.keep = Path(ckpt_dir), keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = cpu_copy(state)
+        self._thread = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(self.ckpt_dir, state, self.keep)
+        except BaseException as exc:  # handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

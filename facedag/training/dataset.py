@@ -58,8 +58,12 @@ class FaceSet:
     weights: torch.Tensor | None = None  # float16 (N, 1, S, S) per-face loss weights, as images
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device."""
-        return self.images.index_select(0, idx.to(self.images.device)).float().div_(255.0)
+        """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device (indices go
+        there in a pinned, non-blocking copy under CUDA: no wait for the GPU to drain)."""
+        dev = self.images.device
+        if dev.type == "cuda" and idx.device.type == "cpu":
+            idx = idx.pin_memory().to(dev, non_blocking=True)
+        return self.images.index_select(0, idx.to(dev)).float().div_(255.0)
 
     def batch_weights(self, idx: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
         """Float (B, 1, S, S) loss weights of the given faces, or `default` (1, 1, S, S) without them."""

@@ -4,22 +4,23 @@ One step trains every identity: a batch of its faces (sampled without replacemen
 epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
 the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
 (facedag.training.losses); the identities' losses are summed and AdamW takes one step. Under CUDA the
-forward runs in bf16 autocast (no grad scaler needed with bf16), the loss in fp32; on the CPU
-everything is fp32.
+forward runs in bf16 autocast where the GPU does bf16 natively (no grad scaler needed), else in
+fp16 autocast with a GradScaler (its state in the checkpoint); the loss in fp32; on the CPU
+everything is fp32 (facedag.device.pick_precision).
 
 What is scored, saved and converted is a moving average of the weights (`train.ema`, see
 WeightAverage), not the last step's raw weights.
 
-Every `train.eval_every` steps the model rebuilds each identity's held-out faces (dedupe's
-holdout.parquet: whole shots training never saw, facedag.training.dataset) and is scored by the mean over
-identities of their masked SSIM (higher is better). Each new best is written at once to
-models/best.safetensors + best.json (the model.json format, with the step, the score and each
-identity's held-out SSIM, PSNR and L1); convert uses it. With `train.patience` > 0 training stops
-early after that many evaluations without an improvement of more than `train.min_delta`; the
-checkpoint records the early stop, so a rerun with the same params does not train on, while
-raising max_steps (a fresh patience window) or patience continues. The best score and step and
-the patience count are in every checkpoint, so a resumed run never replaces a better best with a
-worse one.
+Every `train.eval_every` steps (or `train.eval_minutes`, whichever comes first) the model
+rebuilds each identity's held-out faces (dedupe's holdout.parquet: whole shots training never
+saw, facedag.training.dataset) and is scored by the mean over identities of their masked SSIM
+(higher is better). Each new best is written at once to models/best.safetensors + best.json (the
+model.json format, with the step, the score and each identity's held-out SSIM, PSNR and L1);
+convert uses it. With `train.patience` > 0 training stops early after that many evaluations
+without an improvement of more than `train.min_delta`; the checkpoint records the early stop, so
+a rerun with the same params does not train on, while raising max_steps (a fresh patience
+window) or patience continues. The best score and step and the patience count are in every
+checkpoint, so a resumed run never replaces a better best with a worse one.
 
 Stops at `train.max_steps`, after `train.max_minutes` of this run (or the shorter budget in
 the environment variable FACEDAG_TRAIN_MINUTES, which a scheduled training session sets),
@@ -27,6 +28,14 @@ when patience runs out, or after the step in progress when SIGTERM or SIGINT arr
 signal acts as usual), whichever comes first.
 Every stop writes a checkpoint, models/model.safetensors + model.json (the last step's model),
 a preview and the dvclive summary. Raising max_steps and rerunning continues the same run.
+
+Checkpoints every `train.checkpoint_every` steps or `train.checkpoint_minutes`, previews every
+`train.preview_every` steps or `train.preview_minutes` (Cadence). A checkpoint is copied to the CPU
+at its step and written by a background thread (facedag.training.checkpoint.CheckpointWriter),
+so the steps go on while about 1 GB of a real-size model's state reaches the disk; the host
+waits for the GPU only at evaluations (the losses are read there). Under torchrun the loop
+runs in every rank, each on its share of one global batch, rank 0 alone evaluating and
+writing (facedag.training.distributed).
 
 Reproducibility: the loop draws randomness only from its own generators (data order,
 augmentation) whose states, with the global ones, go into every checkpoint. With
@@ -51,6 +60,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -61,17 +71,30 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from facedag.device import pick_device
+from facedag.device import autocast_dtype, pick_device, pick_precision
 from facedag.params import Params
 from facedag.progress import counter
+from facedag.records import StageFailed
 from facedag.training.augment import AugmentConfig, augment
 from facedag.training.average import WeightAverage
-from facedag.training.checkpoint import capture_rng, find_resume, list_checkpoints, restore_rng, save_checkpoint
+from facedag.training.checkpoint import (
+    CheckpointWriter,
+    capture_rng,
+    checkpoint_path,
+    find_resume,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng,
+)
 from facedag.training.dataset import dataset_hash, load_dataset
+from facedag.training.distributed import join, weights_digest
 from facedag.training.live import log_metrics, open_live
 from facedag.training.losses import face_region, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
+from facedag.training.presets import auto_batch, trial_step
 from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
 from facedag.training.sampler import Sampler
 from facedag.training.scoring import (
@@ -83,7 +106,23 @@ from facedag.training.scoring import (
     resume_early_stop,
     save_best,
 )
+from facedag.training.sizes import PRESETS, resolve
 from facedag.training.stopping import StopSignal, session_budget
+
+# why a run stops; under torchrun every rank takes the highest any rank found (Dist.agree)
+STOPS: tuple[str | None, ...] = (None, "max_minutes", "signal", "max_steps", "patience")
+
+
+class AllIdentities(nn.Module):
+    """A training step's forward as one module call (model.forward_all): what DDP wraps, so that
+    one forward and one backward per step cover every identity."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.model.forward_all(xs)
 
 
 def log_line(msg: str) -> None:
@@ -118,9 +157,9 @@ def seed_all(seed: int) -> None:
 
 
 def model_config(params: Params) -> ModelConfig:
-    t = params.train
-    return ModelConfig(params.base.face_size, t.encoder_width, t.decoder_width, t.bottleneck,
-                       tuple(params.identities), t.layout)
+    size = resolve(params.train)
+    return ModelConfig(params.base.face_size, size.encoder_width, size.decoder_width, size.bottleneck,
+                       tuple(params.identities), params.train.layout)
 
 
 class Trainer:
@@ -130,11 +169,12 @@ class Trainer:
 
     def __init__(self, params: Params, root: Path, models: Path, log: Callable[[str], None]) -> None:
         t = self.t = params.train
-        self.log = log
         self.models = models
         self.ckpt_dir, self.live_dir, self.previews_dir = models / "checkpoints", models / "live", models / "previews"
         seed = params.base.seed
-        self.device = device = pick_device(params.base.device)
+        self.dist, self.device = join(pick_device(params.device))
+        device = self.device
+        self.log = log = log if self.dist.main else (lambda _: None)  # rank 0 speaks for the run
         if t.deterministic:
             set_deterministic(seed)
         else:
@@ -151,27 +191,68 @@ class Trainer:
 
         # channels_last: 1.4x the examples/s of the default layout for the demo model on 2 CPU cores (bench_train)
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # fused AdamW on a GPU: one kernel for every tensor's update instead of a few per tensor
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                     fused=device.type == "cuda" or None)
+        self.forward: nn.Module = AllIdentities(self.model)  # wrapped in DDP by distribute() under torchrun
+        self.precision = pick_precision(device)
+        self.amp_dtype = autocast_dtype(self.precision)
+        self.batch = self.pick_batch(resolve(t).batch_size, t.preset)  # global: all ranks' shares together
+        self.share = self.dist.share(self.batch)
         self.average = WeightAverage(self.model, t.ema)
         self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 7919)
+        self.seed = seed
+        # a CPU generator whatever the device: its state is the same on every machine (checkpoints travel)
+        self.aug_gen = torch.Generator().manual_seed(seed + 7919)
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
-        self.use_bf16 = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.tracker = BestTracker(t.patience, t.min_delta)
         self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
         self.step_no = 0
         self.resumed_from: int | None = None
         self.evals: dict[str, dict[str, float]] = {}
         self.evaluated_at = -1
+        self.writer = CheckpointWriter(self.ckpt_dir, t.keep_checkpoints)
+        self.weights_sha256: list[str] = []  # every rank's, at the stop (distributed runs)
+
+    def pick_batch(self, wanted: int | str, preset: str) -> int:
+        """train.batch_size as the global batch per identity: a number as set (it must split
+        evenly among the ranks), or `auto` (facedag.training.presets.auto_batch; every rank takes
+        the smallest share any rank found room for)."""
+        world = self.dist.world
+        if wanted != "auto":
+            if int(wanted) % world:
+                raise StageFailed(f"train.batch_size {wanted} does not split evenly among {world} processes: "
+                                  "make it a multiple of their number")
+            return int(wanted)
+        fits = trial_step(self.model, self.cfg, self.device, self.amp_dtype) if self.device.type == "cuda" else None
+        share = auto_batch(self.cfg, self.device, PRESETS[preset].batch, world, self.log, fits)
+        return -self.dist.agree(-share) * world
+
+    def distribute(self) -> None:
+        """Under torchrun: wrap the step's forward in DistributedDataParallel (after resume, which
+        loaded the weights; DDP then checks that every rank starts from rank 0's)."""
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids, gradient_as_bucket_view=True)
 
     # -- resume ----------------------------------------------------------------------------------
     def resume(self) -> None:
         """Continue from the newest usable checkpoint (facedag.training.checkpoint.find_resume), or start fresh."""
         t, log, tracker = self.t, self.log, self.tracker
-        state = find_resume(self.ckpt_dir, self.cfg.to_dict(), self.dhash, log,
-                            stale_extra=[self.live_dir, *best_paths(self.models)])
+        state = None
+        if self.dist.main:  # finding one may move files aside: rank 0 only, the others load what it chose
+            state = find_resume(self.ckpt_dir, self.cfg.to_dict(), self.dhash, log,
+                                stale_extra=[self.live_dir, *best_paths(self.models)])
+        step = self.dist.broadcast(None if state is None else int(state["step"]))
+        if step is not None and state is None:
+            path = checkpoint_path(self.ckpt_dir, step)
+            if not path.is_file():
+                raise StageFailed(f"rank {self.dist.rank} on {socket.gethostname()} has no {path} to resume from: "
+                                  "give every machine the same models/checkpoints (a shared folder, or dvc pull)")
+            state = load_checkpoint(path)
         if state is None:
             if not list_checkpoints(self.ckpt_dir):
                 log("starting fresh: no usable checkpoint")
@@ -183,13 +264,17 @@ class Trainer:
         self.average.load_state_dict(state.get("ema"), self.model, log)
         for name in self.identities:
             self.samplers[name].load_state_dict(state["samplers"][name])
-        self.aug_gen.set_state(state["augment_rng"].to(self.aug_gen.get_state().device))
-        restore_rng(state["rng"])
         self.step_no = self.resumed_from = int(state["step"])
-        log(f"resumed from step {self.step_no}")
+        self.restore_augment_rng(state["augment_rng"])
+        restore_rng(state["rng"], log)
+        written_on = state.get("device", "cpu")
+        log(f"resumed from step {self.step_no}" + (f" (checkpoint written on {written_on}, resumed on "
+                                                    f"{self.device.type})" if written_on != self.device.type else ""))
         if state.get("best") is not None:
             tracker.load_state_dict(state["best"])
         self.early_stop = resume_early_stop(state.get("early_stop"), tracker, t.max_steps, log)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         on_disk = read_best(self.models, self.cfg, self.dhash)
         if on_disk is None:
             if tracker.step >= 0:
@@ -199,26 +284,49 @@ class Trainer:
         elif on_disk["info"]["score"] > tracker.score:  # written after this checkpoint by a run that was killed
             tracker.score, tracker.step = float(on_disk["info"]["score"]), int(on_disk["step"])
 
+    def restore_augment_rng(self, saved: torch.Tensor) -> None:
+        """The augmentation generator's saved state, or (a checkpoint from before augmentation drew on
+        the CPU: a 16-byte CUDA generator state) a reseed from the seed and the step, said in the log:
+        training goes on, with other augmentations than the run that wrote it would have drawn."""
+        if saved.numel() == self.aug_gen.get_state().numel():
+            self.aug_gen.set_state(saved.cpu())
+            return
+        self.aug_gen.manual_seed(self.seed + 7919 + self.step_no)
+        self.log(f"the checkpoint's augmentation generator state ({saved.numel()} bytes) is another device's: "
+                 f"reseeded augmentation from the seed and step {self.step_no}")
+
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
-        """One optimiser step over every identity's batch; returns each identity's loss (on the device)."""
+        """One optimiser step over every identity's batch; returns each identity's loss (on the
+        device: nothing here waits for the GPU). Each rank draws the whole global batch and
+        augments it from the same generator, and trains on its share (facedag.training.distributed)."""
         t = self.t
         self.opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        losses = {}
+        inputs, targets, weights = [], [], []
         for name in self.identities:
-            idx = self.samplers[name].next(t.batch_size)
+            idx = self.samplers[name].next(self.batch)[self.share]
             faces = self.sets[name]
-            inp, tgt, w = augment(faces.batch(idx), faces.batch_weights(idx, self.wmap), self.aug_cfg, self.aug_gen)
-            inp = inp.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
-            with ctx:
-                y = self.model(inp, name)
+            inp, tgt, w = augment(faces.batch(idx), faces.batch_weights(idx, self.wmap), self.aug_cfg, self.aug_gen,
+                                  rows=(self.share.start, self.batch))
+            inputs.append(inp.contiguous(memory_format=torch.channels_last))
+            targets.append(tgt)
+            weights.append(w)
+        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with ctx:
+            outputs = self.forward(inputs)
+        losses = {}
+        total = torch.zeros((), device=self.device)
+        for name, y, tgt, w in zip(self.identities, outputs, targets, weights, strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
             total = total + loss
             losses[name] = loss.detach()
-        total.backward()
-        self.opt.step()
+        if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.opt.step()
         self.step_no += 1
         self.average.update(self.model, self.step_no)
         return losses
@@ -229,6 +337,7 @@ class Trainer:
         at once. Only `scheduled` evaluations (every train.eval_every steps) count for patience, so
         a stop between them changes no decision."""
         self.evals, self.evaluated_at = evaluate(self.average.model, self.sets, self.region), self.step_no
+        self.model.train()
         score = holdout_score(self.evals)
         if self.tracker.offer(self.step_no, score, scheduled):
             save_best(self.average.model, self.cfg, self.models, {
@@ -249,47 +358,64 @@ class Trainer:
 
     # -- checkpointing and previews --------------------------------------------------------------
     def checkpoint(self) -> None:
-        """Everything a bit-exact resume needs, written atomically (facedag.training.checkpoint)."""
-        save_checkpoint(self.ckpt_dir, {
+        """Everything a bit-exact resume needs, copied to the CPU now and written atomically on a
+        background thread (facedag.training.checkpoint.CheckpointWriter). Rank 0 only."""
+        if not self.dist.main:
+            return
+        self.writer.submit({
             "step": self.step_no,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "ema": self.average.state_dict(),
-            "scaler": None,  # bf16 autocast needs no loss scaling; the slot stays for an fp16 variant
+            "scaler": self.scaler.state_dict() if self.scaler else None,  # fp16 only: bf16 and fp32 need no scaling
             "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
-            "augment_rng": self.aug_gen.get_state().cpu(),
+            "augment_rng": self.aug_gen.get_state(),
+            "device": self.device.type,
             "rng": capture_rng(),
             "config": self.cfg.to_dict(),
             "dataset_hash": self.dhash,
             "best": self.tracker.state_dict(),
             "early_stop": self.early_stop,
-        }, self.t.keep_checkpoints)  # fmt: skip
+            "world_size": self.dist.world,
+        })  # fmt: skip
 
     def preview(self, faces: dict[str, torch.Tensor]) -> None:
+        if not self.dist.main:
+            return
         write_preview(self.previews_dir, self.step_no, render_preview(self.average.model, faces, self.identities))
         self.model.train()
 
     # -- stopping --------------------------------------------------------------------------------
     def stop_reason(self, stopper: StopSignal, started: float, budget_s: float) -> str | None:
-        """Why the loop must not take another step, or None: max_steps, patience, signal, max_minutes."""
+        """Why the loop must not take another step, or None: max_steps, patience, signal, max_minutes.
+        Decided jointly under torchrun: every rank stops at the same step, for the same reason."""
+        mine = 0
         if self.early_stop is not None:
-            return "patience"
-        if self.step_no >= self.t.max_steps:
-            return "max_steps"
-        if stopper.signum is not None:
-            return "signal"
-        if time.monotonic() - started >= budget_s:
-            return "max_minutes"
-        return None
+            mine = STOPS.index("patience")
+        elif self.step_no >= self.t.max_steps:
+            mine = STOPS.index("max_steps")
+        elif stopper.signum is not None:
+            mine = STOPS.index("signal")
+        elif time.monotonic() - started >= budget_s:
+            mine = STOPS.index("max_minutes")
+        return STOPS[self.dist.agree(mine)]
 
     def finish(self, stopped: str, start_step: int, started: float, live: Any, metrics: dict[str, float],
                losses: dict[str, float], faces: dict[str, torch.Tensor]) -> dict[str, float]:
         """Every stop: an off-schedule evaluation (it may keep a better best, but counts for no
         patience), a checkpoint unless the newest is this step's with this best, the last curve
-        row, a preview and models/model.safetensors + model.json. Returns the last metrics row."""
+        row, a preview and models/model.safetensors + model.json (rank 0: the others only hand in
+        the digest of their weights, which model.json records). Returns the last metrics row."""
+        if self.dist.world > 1:
+            self.weights_sha256 = self.dist.gather(weights_digest(self.model))
+            if len(set(self.weights_sha256)) != 1:
+                self.log(f"warning: the {self.dist.world} ranks' weights differ at step {self.step_no}")
+        if not self.dist.main:
+            return metrics
         best_before = self.tracker.step
         if self.evaluated_at != self.step_no:
             self.evaluate(scheduled=False)
+        self.writer.wait()
         newest = list_checkpoints(self.ckpt_dir)
         if not newest or newest[0][0] != self.step_no or self.tracker.step != best_before:
             self.checkpoint()
@@ -297,28 +423,54 @@ class Trainer:
         # row is in the curves already, and a second one would read as a 0 steps/s step
         if (not metrics or metrics.get("step") != self.step_no) and self.step_no > start_step:
             sps = (self.step_no - start_step) / max(time.monotonic() - started, 1e-9)
-            metrics = log_metrics(live, self.step_no, losses, self.evals, sps,
-                                  sps * self.t.batch_size * len(self.identities))
+            metrics = log_metrics(live, self.step_no, losses, self.evals, sps, sps * self.batch * len(self.identities))
         self.preview(faces)
         save_model(self.average.model, self.cfg, self.models, {
             "step": self.step_no, "dataset_hash": self.dhash, "stopped": stopped, "resumed_from": self.resumed_from,
             "held_out_ssim": {k: v["ssim"] for k, v in self.evals.items()}, "holdout_is_train": self.on_train,
             "best": {"step": self.tracker.step, "score": self.tracker.score},
             "stopped_early": self.early_stop is not None, "early_stop": self.early_stop, "device": self.device.type,
-            "precision": "bf16" if self.use_bf16 else "fp32", "ema": self.t.ema,
+            "precision": self.precision, "ema": self.t.ema, "batch_size": self.batch, "world_size": self.dist.world,
+            "weights_sha256": self.weights_sha256 or None,
         })  # fmt: skip
+        self.writer.wait()
         return metrics
+
+
+class Cadence:
+    """Every `steps` steps, or every `minutes` of wall clock (0 = off) since it last fired, whichever
+    comes first: step counts suit a CPU demo, minutes a GPU that runs thousands of steps a minute."""
+
+    def __init__(self, steps: int, minutes: float) -> None:
+        self.steps, self.seconds, self.last = steps, minutes * 60.0, time.monotonic()
+
+    def due(self, step: int) -> bool:
+        now = time.monotonic()
+        if step % self.steps == 0 or (self.seconds > 0 and now - self.last >= self.seconds):
+            self.last = now
+            return True
+        return False
 
 
 def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str], None] = log_line,
           models_dir: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train (or resume training) the model of `params` on `root`/data/dedupe/*/dataset.parquet,
-    scoring it on holdout.parquet beside (see the module docstring)."""
+    scoring it on holdout.parquet beside (see the module docstring). Under torchrun every rank
+    calls it (facedag.training.distributed)."""
     t = params.train
     root = Path(root)
     run = Trainer(params, root, Path(models_dir) if models_dir is not None else root / "models", log)
+    try:
+        return _train(run, t)
+    finally:
+        run.dist.close()
+
+
+def _train(run: Trainer, t: Any) -> TrainResult:
+    log, main = run.log, run.dist.main
     run.resume()
-    live = open_live(run.live_dir, run.resumed_from)
+    run.distribute()
+    live = open_live(run.live_dir, run.resumed_from) if main else None
     faces = {name: run.sets[name].batch(run.sets[name].holdout_idx[:PREVIEW_FACES]) for name in run.identities}
     budget_min = session_budget(t.max_minutes)
     budget_s = budget_min * 60.0
@@ -330,37 +482,47 @@ def train(params: Params, root: str | os.PathLike[str] = ".", log: Callable[[str
     stopper = StopSignal()
     run.model.train()
     cfg = run.cfg
-    log(f"training {cfg.face_size}px, {cfg.layout} layout, widths {cfg.encoder_width}/{cfg.decoder_width}, "
-        f"bottleneck {cfg.bottleneck}, {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
-        f"{run.device.type}{' bf16' if run.use_bf16 else ' fp32'}, steps {run.step_no} -> {t.max_steps}, "
-        f"budget {budget_min:g} min" + (f", weight average {t.ema:g}" if t.ema else "")
+    every_eval = Cadence(t.eval_every, t.eval_minutes)
+    every_ckpt = Cadence(t.checkpoint_every, t.checkpoint_minutes)
+    every_preview = Cadence(t.preview_every, t.preview_minutes)
+    log(f"training {cfg.face_size}px, preset {t.preset}, {cfg.layout} layout, "
+        f"widths {cfg.encoder_width}/{cfg.decoder_width}, bottleneck {cfg.bottleneck}, "
+        f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params, "
+        f"{run.device.type} {run.precision}, batch {run.batch} per identity"
+        + (f" over {run.dist.world} processes" if run.dist.world > 1 else "")
+        + f", steps {run.step_no} -> {t.max_steps}, budget {budget_min:g} min"
+        + (f", weight average {t.ema:g}" if t.ema else "")
         + (f", patience {t.patience} evaluations" if t.patience else ""))
-    bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step")
+    bar = counter(t.max_steps, initial=run.step_no, desc="train", unit="step") if main else nullcontext()
     with stopper.installed(), bar:
         while (stopped := run.stop_reason(stopper, started, budget_s)) is None:
             step_losses = run.step()
             window_steps += 1
-            bar.update(1)
+            if main:
+                bar.update(1)
+            else:
+                continue  # the other ranks only train: rank 0 evaluates, checkpoints and previews
             # evaluate before checkpointing, so a checkpoint at this step carries this evaluation's ranking
-            if run.step_no % t.eval_every == 0 or run.step_no == t.max_steps:
-                losses = {k: float(v) for k, v in step_losses.items()}
+            if every_eval.due(run.step_no) or run.step_no == t.max_steps:
+                losses = {k: float(v) for k, v in step_losses.items()}  # the only wait for the GPU
                 now = time.monotonic()
                 steps_per_s = window_steps / max(now - window_t, 1e-9)
                 window_t, window_steps = now, 0
                 evals = run.evaluate(scheduled=True)
                 metrics = log_metrics(live, run.step_no, losses, evals, steps_per_s,
-                                      steps_per_s * t.batch_size * len(run.identities))
+                                      steps_per_s * run.batch * len(run.identities))
                 log(progress_line(run, t, losses, evals, metrics, steps_per_s, now - started, budget_s, budget_min))
                 run.check_patience()
-            if run.step_no % t.checkpoint_every == 0:
+            if every_ckpt.due(run.step_no):
                 run.checkpoint()
-            if run.step_no % t.preview_every == 0:
+            if every_preview.due(run.step_no):
                 run.preview(faces)
         if stopper.signum is not None:
             stopped = "signal"
             log(f"got signal {stopper.signum}: checkpointing at step {run.step_no} and stopping")
         metrics = run.finish(stopped, start_step, started, live, metrics, losses, faces)
-        live.end()
+        if live is not None:
+            live.end()
     log(f"stopped at step {run.step_no} ({stopped}); wrote {run.models / 'model.safetensors'} and "
         f"{best_paths(run.models)[0]} (step {run.tracker.step}, held-out score {run.tracker.score:.4f})")
     return TrainResult(run.step_no, run.resumed_from, run.step_no - start_step, stopped, stopper.signum, metrics,

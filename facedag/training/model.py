@@ -85,6 +85,13 @@ class FaceSwapModel(nn.Module):
     def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None) -> list[torch.Tensor]:
+        """Each identity's batch (in cfg.identities order) through its own decoder: what one
+        training step computes, as one call (one DistributedDataParallel forward). Layouts whose
+        identities share an encoder override it to encode every batch in one pass when
+        `together` (default: on a GPU); here it changes nothing."""
+        return [self(x, name) for x, name in zip(xs, self.cfg.identities, strict=True)]
+
 
 def build_model(cfg: ModelConfig) -> FaceSwapModel:
     """A freshly initialised model of `cfg`, built by its layout's plugin."""

@@ -14,6 +14,7 @@ from facedag.faces.detect import (
     FaceFollower,
     IoUTracker,
     batched,
+    detect_providers,
     iou,
     pick_faces,
     prefetch,
@@ -258,3 +259,15 @@ def test_batched_and_prefetch() -> None:
     assert [next(gen) for _ in range(5)] == [0, 1, 2, 3, 4]
     gen.close()
     assert closed.wait(2.0)
+
+
+def test_detection_takes_cuda_where_the_install_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.delenv("FACEDAG_DETECT_CPU", raising=False)
+    assert detect_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert detect_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    # this install (plain onnxruntime): the detector's session runs on the CPU
+    assert FaceDetector(threads=1)._session.get_providers()[0] == detect_providers(ort.get_available_providers())[0]
+    monkeypatch.setenv("FACEDAG_DETECT_CPU", "1")
+    assert detect_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]

@@ -120,7 +120,7 @@ def _write_project(root: Path, target: Path, demo: Path, label: bool = True, tar
 
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["base"]["face_size"] = 64
-    data["base"]["device"] = "cpu"
+    data["device"] = "cpu"
     data["target"] = {"uri": str(target), "licence": "public-domain"}
     if target_consent:
         data["target"]["consent"] = data["identities"]["dst"]["consent"]

@@ -131,3 +131,30 @@ def test_code_running_pickle_is_refused(tmp_path: Path, how: str) -> None:
     assert not marker.exists()
     assert any("refused" in line and "step-000000050.pt" in line for line in logs)
     assert os.path.exists(next(ckpt.glob("refused-*")) / "step-000000050.pt")
+
+
+def test_writer_writes_the_state_as_it_was_when_submitted(tmp_path: Path) -> None:
+    """The background writer copies the state at submit: the live tensors may change while it writes."""
+    from facedag.training.checkpoint import CheckpointWriter
+
+    s = state(7)
+    expect = {k: v.clone() for k, v in s["model"].items()}
+    writer = CheckpointWriter(tmp_path, keep=2)
+    writer.submit(s)
+    with torch.no_grad():
+        for v in s["model"].values():
+            v.add_(1.0)  # the next steps, while the thread writes
+    writer.wait()
+    loaded = load_checkpoint(list_checkpoints(tmp_path)[0][1])
+    assert all(torch.equal(loaded["model"][k], v) for k, v in expect.items())
+    for step in (8, 9):
+        writer.submit({"step": step})
+    writer.wait()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [9, 8]  # keep-last-K still holds
+    # a failed write surfaces in the training thread at the next wait
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    writer = CheckpointWriter(blocked, keep=2)
+    writer.submit({"step": 1})
+    with pytest.raises(OSError):
+        writer.wait()

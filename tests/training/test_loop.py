@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,49 @@ def test_the_average_is_saved_checkpointed_and_resumed(tmp_path: Path, tiny_data
     logs.clear()
     train(with_train(load(raw), ema=0.9, max_steps=6), raw, logs.append)
     assert "the checkpoint has no weight average: starting it from its weights" in logs
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(tmp_path: Path, tiny_data: Path) -> None:
+    """A checkpoint as a CUDA run wrote it before augmentation drew on the CPU (a 16-byte Philox
+    generator state where a CPU one takes 5056 bytes, two GPUs' global states) resumes here and
+    says so, instead of crashing on every rerun."""
+    root = tiny_project(tmp_path / "p", tiny_data, {"max_steps": 3, "deterministic": True})
+    train(load(root), root, lambda _: None)
+    ckpts = root / "models" / "checkpoints"
+    state = load_checkpoint(list_checkpoints(ckpts)[0][1])
+    assert state["device"] == "cpu" and state["augment_rng"].numel() == torch.Generator().get_state().numel()
+    cuda_state = torch.tensor(list(range(16)), dtype=torch.uint8)  # seed (8 bytes) + offset (8 bytes)
+    with pytest.raises(RuntimeError, match="CPUGeneratorImplState"):  # what resuming used to do
+        torch.Generator().set_state(cuda_state)
+    state.update(device="cuda", augment_rng=cuda_state, rng={**state["rng"], "cuda": [cuda_state, cuda_state]})
+    save_checkpoint(ckpts, state, keep=2)
+    logs: list[str] = []
+    r = train(with_train(load(root), max_steps=6), root, logs.append)
+    assert (r.resumed_from, r.step, r.stopped) == (3, 6, "max_steps")
+    assert "resumed from step 3 (checkpoint written on cuda, resumed on cpu)" in logs
+    assert any("augmentation generator state (16 bytes) is another device's" in line for line in logs)
+    assert any("2 CUDA generator state(s) are not restored: no GPU here" in line for line in logs)
+
+    # a checkpoint from a GPU run of this version (CPU augmentation state, device cuda) resumes to the bit
+    whole = tiny_project(tmp_path / "w", tiny_data, {"max_steps": 6, "deterministic": True})
+    train(load(whole), whole, lambda _: None)
+    part = tiny_project(tmp_path / "q", tiny_data, {"max_steps": 3, "deterministic": True})
+    train(load(part), part, lambda _: None)
+    qckpts = part / "models" / "checkpoints"
+    state = load_checkpoint(list_checkpoints(qckpts)[0][1])
+    state.update(device="cuda", rng={**state["rng"], "cuda": [cuda_state]})
+    save_checkpoint(qckpts, state, keep=2)
+    train(with_train(load(part), max_steps=6), part, lambda _: None)
+    a, b = load_file(str(whole / "models/model.safetensors")), load_file(str(part / "models/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cadence_fires_on_steps_or_minutes() -> None:
+    from facedag.training.loop import Cadence
+
+    by_steps = Cadence(5, 0.0)
+    assert [s for s in range(1, 16) if by_steps.due(s)] == [5, 10, 15]
+    by_time = Cadence(10**9, 1e-4)  # 6 ms
+    assert not by_time.due(1)
+    time.sleep(0.02)
+    assert by_time.due(2) and not by_time.due(3)  # it fired, and the clock starts again

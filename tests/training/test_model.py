@@ -68,3 +68,14 @@ def test_save_load_and_swapper(tmp_path) -> None:
         swap(faces[:, :16])
     with pytest.raises(KeyError):
         Swapper(tmp_path, "nobody")
+
+
+def test_one_encoder_pass_for_every_identity_gives_what_separate_passes_give() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(32, 4, 4, 8, ("src", "dst", "third"))
+    model = build_model(cfg)
+    xs = [torch.rand(n, 3, 32, 32) for n in (2, 3, 1)]
+    together, apart = model.forward_all(xs, together=True), model.forward_all(xs, together=False)
+    assert [y.shape[0] for y in together] == [2, 3, 1]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, apart, strict=True))
+    assert all(torch.equal(y, model(x, name)) for y, x, name in zip(apart, xs, cfg.identities, strict=True))

@@ -76,3 +76,15 @@ class Model(FaceSwapModel):
 
     def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
         return self.decode(self.encode(x), identity)
+
+    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None) -> list[torch.Tensor]:
+        """`together` (default: on a GPU): every identity's batch through the shared encoder in one
+        pass (one set of kernel launches at the summed batch), then each through its own decoder.
+        Otherwise each identity passes on its own: one pass at the summed batch was 8-20 % slower
+        for the demo model on a 2-core Xeon (oneDNN), where launches cost nothing and smaller
+        batches stay in cache."""
+        if not (xs[0].is_cuda if together is None else together):
+            return super().forward_all(xs)
+        z = self.encode(torch.cat(xs)) if len(xs) > 1 else self.encode(xs[0])
+        return [self.decode(zi, name) for zi, name in zip(z.split([len(x) for x in xs]), self.cfg.identities,
+                                                          strict=True)]
