@@ -15,6 +15,10 @@ Reads `download` and `identities.<ID>.sources` from params.yaml. Writes, under
 - `rejected.jsonl`: one line per unusable source (reason codes in `facedag.sources.fetch`).
 - `metrics.json`: sources, clips, duplicates, rejected, seconds.
 
+Interrupted URL fetches are kept in `data/download/.partial/` (outside the outputs, which DVC
+deletes before a run) and resume with HTTP Range requests on the next run
+(`facedag.sources.fetch.Partial`).
+
 One bad source never stops the others; the stage fails (one line, exit 1) only when no
 source gives a usable clip.
 """
@@ -33,6 +37,7 @@ from facedag.sources.fetch import Guard, make_clip
 from facedag.stagekit import fresh_dir, identity_main
 
 STAGE = "download"
+PARTIAL_DIR = Path("data/download/.partial")  # interrupted fetches, kept for the rerun (not an output)
 
 SCHEMA = pa.schema(
     [
@@ -65,11 +70,13 @@ def run(params: Params, identity: str, root: Path | None = None) -> None:
     clips_dir.mkdir()
     rejections = Rejections(out, STAGE)
     guard = Guard(cfg.allow_private)
+    partial_dir = root / PARTIAL_DIR
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="facedag-download-") as work:
         for index, source in enumerate(sources):
             try:
-                clip = make_clip(source.uri, source.start, source.end, cfg, clips_dir, Path(work), root, guard)
+                clip = make_clip(source.uri, source.start, source.end, cfg, clips_dir, Path(work), root, guard,
+                                 partial_dir)
             except Rejected as exc:
                 rejections.add_error(source.uri, exc)
                 continue

@@ -53,9 +53,11 @@ ffmpeg_failed               ffmpeg could not normalise it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import http.client
 import ipaddress
 import itertools
+import json
 import os
 import re
 import socket
@@ -74,7 +76,7 @@ from urllib.parse import urljoin, urlsplit
 import av
 
 from facedag.params import Download
-from facedag.records import Rejected, sha256_file
+from facedag.records import Rejected, atomic_write_json, sha256_file
 from facedag.sources.media import VideoInfo, decodes_cleanly, ffmpeg_input, probe, run_ffmpeg
 
 REASONS = (
@@ -263,19 +265,27 @@ def open_url(url: str, guard: Guard, deadline: float, headers: dict[str, str] | 
     raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
-def _save(response: _Response, dest: Path, max_bytes: int, deadline: float) -> Path:
-    """Stream the body to `dest` under the size and time caps."""
+def _save(response: _Response, dest: Path, max_bytes: int, deadline: float, offset: int = 0,
+          keep_partial: bool = False) -> Path:
+    """Stream the body to `dest` under the size and time caps; with `offset` > 0 the body is
+    the rest of a file whose first `offset` bytes `dest` already holds (a resumed fetch).
+
+    Every block is written through unbuffered, so a fetch killed at any point leaves on disk
+    exactly the bytes it received. `keep_partial`: after a network error or a timeout, `dest`
+    stays for the next run to resume from; otherwise (and after any other refusal) it is deleted.
+    """
     length = response.resp.getheader("Content-Length")
-    if length and length.isdigit() and int(length) > max_bytes:
+    if length and length.isdigit() and offset + int(length) > max_bytes:
         response.close()
-        raise Rejected("too_large", f"{int(length)} bytes is more than download.max_bytes={max_bytes}")
-    total = 0
+        dest.unlink(missing_ok=True)
+        raise Rejected("too_large", f"{offset + int(length)} bytes is more than download.max_bytes={max_bytes}")
+    total = offset
     try:
-        with open(dest, "wb") as fh:
+        with open(dest, "ab" if offset else "wb", buffering=0) as fh:
             while True:
                 _remaining(deadline, "download")
                 try:
-                    block = response.resp.read(_CHUNK)
+                    block = response.resp.read1(_CHUNK)  # what has arrived: a kill loses none of it
                 except TimeoutError:
                     raise Rejected("timeout", "the server stopped sending") from None
                 except (OSError, http.client.HTTPException) as exc:
@@ -286,8 +296,9 @@ def _save(response: _Response, dest: Path, max_bytes: int, deadline: float) -> P
                 if total > max_bytes:
                     raise Rejected("too_large", f"more than download.max_bytes={max_bytes} bytes")
                 fh.write(block)
-    except Rejected:
-        dest.unlink(missing_ok=True)
+    except Rejected as exc:
+        if not (keep_partial and exc.reason in ("timeout", "network_error")):
+            dest.unlink(missing_ok=True)
         raise
     finally:
         response.close()
@@ -300,10 +311,139 @@ def _looks_like_media(url: str, content_type: str = "") -> bool:
     return Path(urlsplit(url).path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def fetch_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None) -> Path:
-    """Download a direct media URL to `dest` with the guarded client (size and time caps)."""
+def fetch_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None,
+              resume: Partial | None = None) -> Path:
+    """Download a direct media URL to `dest` with the guarded client (size and time caps).
+
+    With `resume`, the bytes go to a partial file that outlives the process: a fetch killed
+    half-way (or cut off by the network or the time cap) continues from there on the next
+    run instead of starting over (`Partial.fetch`)."""
     deadline = time.monotonic() + cfg.timeout_s
+    if resume is not None:
+        return resume.fetch(url, dest, cfg.max_bytes, deadline, guard, headers)
     return _save(open_url(url, guard, deadline, headers), dest, cfg.max_bytes, deadline)
+
+
+_CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Interrupted downloads, kept between runs in `folder` so they can resume.
+
+    One pair of files per `key` (the source and which of its streams): `<key>.part`, the bytes
+    received so far, and `<key>.json`, what the server said about the whole file when the
+    fetch began (URL, length, ETag, Last-Modified). A resumed fetch asks for the rest with
+    `Range: bytes=<have>-` and `If-Range: <validator>`; the answer is used only when it is a
+    206 whose Content-Range starts where the part ends and states the same total length, and
+    whose validator (when it sends one) is the recorded one. Anything else (a 200: the file
+    changed or the server ignores ranges; a different length or ETag) starts over from zero,
+    so the stored file is always byte-identical to an uninterrupted fetch of one version.
+    Without a strong validator or a length there is nothing to check a resume against, and
+    the fetch starts over too.
+
+    Why a folder outside the stage's outputs: DVC deletes a stage's outputs before it runs
+    it, and the stage empties its own folder, so a partial file kept there would never
+    survive to the rerun that needs it.
+    """
+
+    folder: Path
+    key: str
+
+    @staticmethod
+    def for_source(folder: Path, uri: str, role: str = "") -> Partial:
+        """The partial of one stream (`role`: "", "video", "audio") of the source `uri`; keyed by
+        the source, not the media URL, since video sites sign a new media URL on every visit."""
+        digest = hashlib.sha256(f"{uri}\n{role}".encode()).hexdigest()[:32]
+        return Partial(folder, digest)
+
+    @property
+    def part(self) -> Path:
+        return self.folder / f"{self.key}.part"
+
+    @property
+    def meta(self) -> Path:
+        return self.folder / f"{self.key}.json"
+
+    def discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+    def _recorded(self) -> tuple[int, dict[str, Any]]:
+        """(bytes held, the record) when there is something to resume, else (0, {})."""
+        try:
+            record = json.loads(self.meta.read_text())
+            have = self.part.stat().st_size
+        except (OSError, ValueError):
+            return 0, {}
+        length = record.get("length")
+        if not isinstance(length, int) or not 0 < have < length or not record.get("validator"):
+            return 0, {}
+        return have, record
+
+    def fetch(self, url: str, dest: Path, max_bytes: int, deadline: float, guard: Guard,
+              headers: dict[str, str] | None = None) -> Path:
+        """Fetch `url` into the part file (resuming when it can), then move it to `dest`."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        have, record = self._recorded()
+        response: _Response | None = None
+        if have:
+            ask = {**(headers or {}), "Range": f"bytes={have}-", "If-Range": record["validator"]}
+            try:
+                response = open_url(url, guard, deadline, ask)
+            except Rejected as exc:
+                if exc.reason != "http_error":  # e.g. 416: the range no longer fits; start over below
+                    raise
+                response = None
+            if response is not None and not self._continues(response, have, record):
+                if response.resp.status != 200:  # a 200 to If-Range is the whole (new) file: taken as it is
+                    response.close()
+                    response = None
+                have = 0
+            if response is None:
+                have = 0
+        if not have:
+            self.discard()
+            if response is None:
+                response = open_url(url, guard, deadline, headers)
+            if response.resp.status != 200:
+                response.close()
+                raise Rejected("http_error", f"HTTP {response.resp.status} to a request for the whole file: {url}")
+            atomic_write_json(self.meta, {"url": url, "length": _int_header(response, "Content-Length"),
+                                          "validator": _validator(response)})  # fmt: skip
+        assert response is not None
+        _save(response, self.part, max_bytes, deadline, offset=have, keep_partial=True)
+        length = record.get("length") if have else json.loads(self.meta.read_text()).get("length")
+        size = self.part.stat().st_size
+        if isinstance(length, int) and size != length:
+            raise Rejected("network_error", f"the server sent {size} of {length} bytes; the next run resumes")
+        os.replace(self.part, dest)
+        self.meta.unlink(missing_ok=True)
+        return dest
+
+    @staticmethod
+    def _continues(response: _Response, have: int, record: dict[str, Any]) -> bool:
+        """Whether a ranged answer is the rest of the recorded file."""
+        if response.resp.status != 206:
+            return False
+        match = _CONTENT_RANGE.match(response.resp.getheader("Content-Range") or "")
+        if not match or int(match[1]) != have or int(match[3]) != record["length"]:
+            return False
+        validator = _validator(response)
+        return validator is None or validator == record["validator"]
+
+
+def _int_header(response: _Response, name: str) -> int | None:
+    value = (response.resp.getheader(name) or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _validator(response: _Response) -> str | None:
+    """What If-Range may carry: a strong ETag, else Last-Modified (a weak ETag may not be used)."""
+    etag = (response.resp.getheader("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return (response.resp.getheader("Last-Modified") or "").strip() or None
 
 
 # --- yt-dlp -----------------------------------------------------------------------------
@@ -478,8 +618,10 @@ def local_path(uri: str, root: Path) -> Path:
     return path
 
 
-def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guard | None = None) -> Path:
-    """The raw file of a source: a local file as it is, a URL downloaded into `workdir`."""
+def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guard | None = None,
+                 partial_dir: Path | None = None) -> Path:
+    """The raw file of a source: a local file as it is, a URL downloaded into `workdir`
+    (resumable through `partial_dir` when given: see `Partial`)."""
     if not is_url(uri) or uri.lower().startswith("file://"):
         return local_path(uri, root)
     scheme = uri.split(":", 1)[0].lower()
@@ -490,8 +632,11 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
     fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".media", dir=workdir)
     os.close(fd)
     dest = Path(name)
+    def resume(role: str = "") -> Partial | None:
+        return Partial.for_source(partial_dir, uri, role) if partial_dir is not None else None
+
     if _looks_like_media(uri):
-        return fetch_url(uri, dest, cfg, guard)
+        return fetch_url(uri, dest, cfg, guard, resume=resume())
     ok, takers = extractors_for(uri, cfg.extractors)
     if takers and not ok:
         raise Rejected(
@@ -506,7 +651,10 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
         deadline = time.monotonic() + cfg.timeout_s
         response = open_url(uri, guard, deadline)
         if _looks_like_media(response.url, response.content_type):
-            return _save(response, dest, cfg.max_bytes, deadline)
+            if partial_dir is None:
+                return _save(response, dest, cfg.max_bytes, deadline)
+            response.close()  # fetched again below, resumably, from where the redirects led
+            return fetch_url(response.url, dest, cfg, guard, resume=resume())
         response.close()
         if "generic" not in ok:
             raise Rejected(
@@ -514,7 +662,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
                 f"{uri} is a {response.content_type or 'web'} page and no allowed extractor takes it",
             )
     media_url, headers = extract_media(uri, cfg, workdir, guard)
-    return fetch_url(media_url, dest, cfg, guard, headers)
+    return fetch_url(media_url, dest, cfg, guard, headers, resume=resume("media"))
 
 
 # --- normalise and store ----------------------------------------------------------------
@@ -656,9 +804,10 @@ def make_clip(
     workdir: Path,
     root: Path,
     guard: Guard | None = None,
+    partial_dir: Path | None = None,
 ) -> Clip:
     """Fetch, probe, cut, normalise and store one source. Raises Rejected."""
-    raw = fetch_source(uri, workdir, cfg, root, guard)
+    raw = fetch_source(uri, workdir, cfg, root, guard, partial_dir)
     try:
         source_sha = sha256_file(raw)
         info = probe(raw)
