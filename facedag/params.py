@@ -84,6 +84,9 @@ class Download(Section):
     allow_private: bool = False
     extractors: list[str] = Field(default_factory=lambda: ["youtube", "vimeo"])
     max_bytes: int = Field(4_000_000_000, gt=0)
+    max_height: int = Field(
+        1080, ge=144, description="tallest video stream asked of a video site (best video + best audio up to it)"
+    )
     timeout_s: float = Field(900, gt=0)
     max_side: int = Field(1920, ge=64, description="cap on the long side of a clip")
     max_fps: float = Field(60, gt=0)

@@ -18,7 +18,8 @@ import pytest
 from facedag.params import Download
 from facedag.records import Rejected
 from facedag.sources import fetch
-from facedag.sources.fetch import Guard, fetch_source, forbidden_ip, guarded_lookups, make_clip, target_fps, target_size
+from facedag.sources.fetch import fetch_source, make_clip, target_fps, target_size
+from facedag.sources.guarded import Guard, forbidden_ip, guarded_lookups
 from facedag.sources.media import probe
 from tests import badinputs as bad
 

@@ -17,7 +17,8 @@ import pytest
 
 from facedag.params import Download
 from facedag.records import sha256_file
-from facedag.sources.fetch import Partial, make_clip
+from facedag.sources.fetch import make_clip
+from facedag.sources.guarded import Guard, Partial
 from tests import badinputs as bad
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,9 +145,7 @@ def test_changed_file_starts_over(server: _Server, tmp_path: Path) -> None:
     assert dest.read_bytes() == server.body
 
 
-def _allow_all():
-    from facedag.sources.fetch import Guard
-
+def _allow_all() -> Guard:
     return Guard(allow_private=True)
 
 
