@@ -8,6 +8,7 @@ Stages read only their own section plus `base` (DESIGN.md), which is also what t
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -61,10 +62,27 @@ class Consent(Section):
 
 
 class Source(Section):
+    """One source of footage: a file, a URL, or (with facedag.sources.playlist) a playlist or
+    channel URL with `max_items`, or a local folder; `start`/`end` cut each video it gives."""
+
     uri: str
     start: float | None = Field(None, ge=0)
     end: float | None = Field(None, gt=0)
     licence: str | None = None
+    max_items: int | None = Field(None, ge=1, description="a playlist/channel URL or folder: take at most this many")
+    title: str | None = Field(None, description="a playlist/folder: only videos whose title matches (regex)")
+    after: date | None = Field(None, description="a playlist: only videos uploaded on or after this date")
+    before: date | None = Field(None, description="a playlist: only videos uploaded on or before this date")
+    refresh: bool = Field(False, description="a playlist: list it again instead of taking the recorded videos")
+
+    @model_validator(mode="after")
+    def _title_compiles(self) -> Source:
+        if self.title is not None:
+            try:
+                re.compile(self.title)
+            except re.error as exc:
+                raise ValueError(f"title {self.title!r} is not a regular expression: {exc}") from None
+        return self
 
 
 class Identity(Section):

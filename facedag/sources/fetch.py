@@ -211,14 +211,14 @@ def extract_streams(url: str, cfg: Download, workdir: Path, guard: Guard) -> lis
     """Ask yt-dlp (allowed extractors only, no download) which streams make the video: the best
     video up to `download.max_height` and the best audio (`streams.format_spec`), every lookup
     it makes checked by `guard` and none after `download.timeout_s` (guarded_lookups)."""
-    info = _extract(url, cfg, workdir, guard, flat=False)
+    info = extract_info(url, cfg, workdir, guard, flat=False)
     if info.get("_type") in ("playlist", "multi_video"):
         raise Rejected("not_a_single_video", "the URL is a playlist or channel; name one video, or give the "
                        "source max_items to take its videos")  # fmt: skip
     return streams_from_info(info)
 
 
-def _extract(url: str, cfg: Download, workdir: Path, guard: Guard, flat: bool,
+def extract_info(url: str, cfg: Download, workdir: Path, guard: Guard, flat: bool,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """yt-dlp's info for `url` (`flat`: a playlist's entries listed, not resolved), guarded."""
     import yt_dlp
@@ -251,8 +251,7 @@ def _extract(url: str, cfg: Download, workdir: Path, guard: Guard, flat: bool,
 # --- sources ----------------------------------------------------------------------------
 
 
-def local_path(uri: str, root: Path) -> Path:
-    """The local file a path or file:// URL names (relative paths are under `root`)."""
+def _local(uri: str, root: Path) -> Path:
     if uri.lower().startswith("file://"):
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
@@ -262,6 +261,20 @@ def local_path(uri: str, root: Path) -> Path:
         path = Path(uri).expanduser()
     if not path.is_absolute():
         path = root / path
+    return path
+
+
+def local_dir(uri: str, root: Path) -> Path | None:
+    """The folder a path or file:// URL names, or None when it names no folder (or is a URL)."""
+    if is_url(uri) and not uri.lower().startswith("file://"):
+        return None
+    path = _local(uri, root)
+    return path if path.is_dir() else None
+
+
+def local_path(uri: str, root: Path) -> Path:
+    """The local file a path or file:// URL names (relative paths are under `root`)."""
+    path = _local(uri, root)
     if not path.is_file():
         raise Rejected("not_found", f"no such file: {path}")
     return path
