@@ -24,7 +24,10 @@ reason code when the source cannot be used (the download stage records it and ca
 2. `normalise`: cut to the source's start/end (end clamped to the clip), apply rotation
    metadata, make the frame rate constant (min of native and `max_fps`), 8-bit yuv420p,
    even width/height, long side <= `max_side`, H.264 at `crf`, AAC audio when there is
-   audio. A clip that already conforms and is not cut is stream-copied.
+   audio. A whole source that is already H.264 yuv420p, upright, within the caps, with AAC
+   or no audio, is stream-copied into mp4 as it is, even at a variable frame rate or with
+   damaged packets (`conforms`): hours of footage are then stored in the time it takes to
+   copy them, and trim re-encodes only the shots it keeps, at a constant rate.
 3. `store`: probe the result with PyAV and move it to `clips/<sha256>.mp4` (a clip reached
    from two sources is stored once).
 
@@ -57,7 +60,6 @@ ffmpeg_failed               ffmpeg could not normalise it
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import re
 import tempfile
@@ -70,12 +72,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import av
-
 from facedag.params import Download
 from facedag.records import Rejected, sha256_file
 from facedag.sources.guarded import Guard, Partial, guarded_lookups, open_url, save
-from facedag.sources.media import VideoInfo, decodes_cleanly, ffmpeg_input, probe, run_ffmpeg
+from facedag.sources.media import VideoInfo, constant_rate, ffmpeg_input, probe, run_ffmpeg
 from facedag.sources.streams import Stream, fetch_streams, format_spec, streams_from_info
 
 REASONS = (
@@ -329,19 +329,10 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
 
 # --- normalise and store ----------------------------------------------------------------
 
-_COMMON_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-                 Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60)]  # fmt: skip
-
-
 def target_fps(native: float, max_fps: float) -> Fraction:
     """The constant frame rate of a normalised clip: native (snapped to a common rate when
     within 1%), capped at `max_fps`."""
-    if native <= 0:
-        native = 25.0
-    nearest = min(_COMMON_RATES, key=lambda r: abs(float(r) - native))
-    rate = nearest if abs(float(nearest) - native) <= 0.01 * native else Fraction(native).limit_denominator(1001)
-    cap = Fraction(max_fps).limit_denominator(1001)
-    return min(rate, cap)
+    return min(constant_rate(native), Fraction(max_fps).limit_denominator(1001))
 
 
 def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -350,26 +341,16 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def _is_cfr(path: Path, timeout: float) -> bool:
-    """Whether the first video stream's packets are evenly spaced (one packet scan, no decode)."""
-    deadline = time.monotonic() + timeout
-    pts = []
-    with av.open(os.fspath(path)) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            if time.monotonic() > deadline:
-                raise Rejected("timeout", f"reading the packets ran longer than {timeout:g} s")
-            if packet.pts is not None:
-                pts.append(packet.pts)
-    pts.sort()
-    if len(pts) < 3:
-        return True
-    deltas = [b - a for a, b in itertools.pairwise(pts)]
-    return max(deltas) - min(deltas) <= max(1, 0.01 * min(deltas))
+def conforms(info: VideoInfo, cfg: Download) -> bool:
+    """Whether the clip can be stored as it is (stream copy into mp4): H.264 yuv420p, upright,
+    even size within `max_side`, average rate within `max_fps`, AAC or no audio.
 
-
-def conforms(info: VideoInfo, cfg: Download, path: Path) -> bool:
-    """Whether the clip can be stored as it is (stream copy): everything `normalise` would make."""
+    Two things are not asked, on purpose, because each would cost a full pass over footage
+    that may last hours: a constant frame rate (trim scans by timestamp and cuts the shots it
+    keeps at a constant rate, so only the kept minutes are ever re-encoded) and a clean
+    decode of every frame (trim's scan reads past damaged packets, and its cuts are
+    re-encoded, which conceals them).
+    """
     return (
         info.codec == "h264"
         and info.pix_fmt == "yuv420p"
@@ -379,9 +360,6 @@ def conforms(info: VideoInfo, cfg: Download, path: Path) -> bool:
         and max(info.width, info.height) <= cfg.max_side
         and info.fps <= cfg.max_fps + 1e-3
         and info.audio_codec in (None, "aac")
-        and "mp4" in info.container.split(",")
-        and _is_cfr(path, cfg.timeout_s)
-        and decodes_cleanly(path, cfg.timeout_s)  # damage in the middle: re-encode, do not copy it
     )
 
 
@@ -400,7 +378,7 @@ def normalise(
     src: Path, dst: Path, info: VideoInfo, cfg: Download, start: float = 0.0, end: float | None = None
 ) -> bool:
     """Write the normalised clip to `dst` (mp4). Returns True when it was stream-copied."""
-    if start <= 0 and end is None and conforms(info, cfg, src):
+    if start <= 0 and end is None and conforms(info, cfg):
         args = ["-i", ffmpeg_input(src), "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-sn", "-dn",
                 "-map_metadata", "-1", "-movflags", "+faststart", ffmpeg_input(dst)]  # fmt: skip
         run_ffmpeg(args, timeout=cfg.timeout_s, what="stream copy")
