@@ -187,6 +187,8 @@ def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str,
     return {
         "allowed_extractors": _with_page_embeds(cfg.extractors),
         "format": format_spec(cfg.max_height),
+        # at equal height, H.264 + AAC: stored as fetched (stream copy), where VP9 or AV1 would be re-encoded whole
+        "format_sort": ["res", "vcodec:h264", "acodec:aac"],
         "noplaylist": True,
         "skip_download": True,
         "restrictfilenames": True,
