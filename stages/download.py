@@ -5,14 +5,16 @@
 Reads `download` and `identities.<ID>.sources` from params.yaml. Writes, under
 `data/download/<ID>/`:
 
-- `clips/<sha256>.mp4`: normalised clips (H.264 yuv420p, even size, constant frame rate,
-  rotation applied, AAC audio when the source has audio); a clip reached from two sources is
-  stored once.
+- `clips/<sha256>.mp4`: normalised clips (H.264 yuv420p, even size, rotation applied, AAC
+  audio when the source has audio); a clip reached from two sources is stored once. A whole
+  source already in that form is stored as fetched (stream copy), even at a variable frame
+  rate: trim cuts the shots it keeps at a constant rate (`fps` below is the average).
 - `manifest.parquet`: one row per usable video: source (index in the sources list), uri
   (of the video), playlist (the playlist or folder source it was listed from, null when the
-  source is one video), sha256 (of the stored clip), source_sha256 (of the source as fetched), path (relative to
-  the project root), duration, fps, width, height, frames, audio,
-  licence, start, end (the cut, in the source's seconds), copied (stream copy), duplicate.
+  source is one video), sha256 (of the stored clip), source_sha256 (of the source as
+  fetched), path (relative to the project root), duration, fps, width, height, frames,
+  audio, licence, start, end (the cut, in the source's seconds), copied (stream copy),
+  duplicate.
 - `rejected.jsonl`: one line per unusable source (reason codes in `facedag.sources.fetch`).
 - `metrics.json`: sources, videos (after expanding playlists and folders), clips, duplicates,
   rejected, seconds.

@@ -5,7 +5,8 @@
   hidden in IPv6 are refused unless `allow_private`).
 - `open_url`: GET with the host checked at first and after every redirect (at most
   MAX_REDIRECTS), connecting to the checked address (no second DNS lookup to race).
-- `save`: stream a body to a file under a size cap and a time cap.
+- `save`: stream a body to a file under a size cap and a time cap (a bar with the time left
+  on a terminal).
 - `Partial`: a download kept between runs, resumed with HTTP Range requests.
 - `guarded_lookups`: every host name the process looks up (yt-dlp's own connections) checked
   by the same policy.
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from facedag.progress import counter
 from facedag.records import Rejected, atomic_write_json
 
 MAX_REDIRECTS = 5
@@ -216,6 +218,8 @@ def save(response: _Response, dest: Path, max_bytes: int, deadline: float, offse
         dest.unlink(missing_ok=True)
         raise Rejected("too_large", f"{offset + int(length)} bytes is more than download.max_bytes={max_bytes}")
     total = offset
+    known = int(length) + offset if length and length.isdigit() else None
+    bar = counter(known, initial=offset, desc="download", unit="B", unit_scale=True)
     try:
         with open(dest, "ab" if offset else "wb", buffering=0) as fh:
             while True:
@@ -232,11 +236,13 @@ def save(response: _Response, dest: Path, max_bytes: int, deadline: float, offse
                 if total > max_bytes:
                     raise Rejected("too_large", f"more than download.max_bytes={max_bytes} bytes")
                 fh.write(block)
+                bar.update(len(block))
     except Rejected as exc:
         if not (keep_partial and exc.reason in ("timeout", "network_error")):
             dest.unlink(missing_ok=True)
         raise
     finally:
+        bar.close()
         response.close()
     return dest
 
