@@ -109,7 +109,8 @@ def run(params: Params, identity: str) -> None:
         dst = clip_dir / f"{row['shot']}.mp4"
         try:
             with atomic_path(dst) as tmp:
-                cut_clip(row["source_path"], tmp, row["start"], row["end"], crf=p.crf, fps=constant_rate(row["_fps"]))
+                cut_clip(row["source_path"], tmp, row["start"], row["end"], crf=p.crf, preset=p.preset,
+                         fps=constant_rate(row["_fps"]))
         except Rejected as exc:
             rejected.add(row["shot"], "cut_failed", f"{exc.reason}: {exc.message}")
             row.update(kept=False, reason="cut_failed")
