@@ -296,6 +296,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
     fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".media", dir=workdir)
     os.close(fd)
     dest = Path(name)
+
     def resume(role: str = "") -> Partial | None:
         return Partial.for_source(partial_dir, uri, role) if partial_dir is not None else None
 
@@ -317,7 +318,7 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
         if _looks_like_media(response.url, response.content_type):
             if partial_dir is None:
                 return save(response, dest, cfg.max_bytes, deadline)
-            response.close()  # fetched again below, resumably, from where the redirects led
+            response.close()  # fetched again, resumably, from where the redirects led
             return fetch_url(response.url, dest, cfg, guard, resume=resume())
         response.close()
         if "generic" not in ok:
