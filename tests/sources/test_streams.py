@@ -29,9 +29,10 @@ def _make_media(folder: Path) -> None:
            "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
            "-pix_fmt", "yuv420p", "-c:a", "aac"]  # fmt: skip
-    (folder / "dash").mkdir()
-    run_ffmpeg([*src, "-f", "dash", "-seg_duration", "1", "-use_template", "1", "-use_timeline", "1",
-                "-adaptation_sets", "id=0,streams=v id=1,streams=a", ffmpeg_input(folder / "dash" / "manifest.mpd")])
+    (folder / "dash").mkdir()  # two video renditions (720p and 360p) and one audio
+    run_ffmpeg([*src, "-map", "0:v", "-s:v:1", "640x360", "-f", "dash", "-seg_duration", "1", "-use_template", "1",
+                "-use_timeline", "1", "-adaptation_sets", "id=0,streams=v id=1,streams=a",
+                ffmpeg_input(folder / "dash" / "manifest.mpd")])
     (folder / "hls").mkdir()
     run_ffmpeg([*src, "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", "-hls_segment_filename",
                 ffmpeg_input(folder / "hls" / "seg%03d.ts"), ffmpeg_input(folder / "hls" / "index.m3u8")])
@@ -109,7 +110,16 @@ def test_hd_with_audio_is_stored(site, tmp_path: Path, page: str) -> None:
     assert len(segments) >= 2  # fetched segment by segment by our client
     if page == "dash":
         streams = {r.split("/")[-1].split("-")[1] for r in segments if r.startswith("/dash/chunk")}
-        assert streams == {"stream0", "stream1"}  # separate video and audio
+        assert streams == {"stream0", "stream1"}  # separate video (the 720p one) and audio
+
+
+def test_max_height_picks_the_rendition(site, tmp_path: Path) -> None:
+    base, requests = site
+    requests.clear()
+    clip = make_clip(f"{base}/dash.html", None, None, _cfg(allow_private=True, max_height=480), tmp_path / "clips",
+                     tmp_path / "work", tmp_path)  # fmt: skip
+    assert (clip.info.width, clip.info.height) == (640, 360) and clip.info.has_audio
+    assert not [r for r in requests if "stream0" in r and r.endswith(".m4s")]  # the 720p segments never fetched
 
 
 @pytest.mark.parametrize("page", ["dash", "hls"])
