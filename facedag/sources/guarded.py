@@ -237,6 +237,8 @@ def save(response: _Response, dest: Path, max_bytes: int, deadline: float, offse
                     raise Rejected("too_large", f"more than download.max_bytes={max_bytes} bytes")
                 fh.write(block)
                 bar.update(len(block))
+        if known is not None and total < known:  # http.client's read1 takes an early close for the end
+            raise Rejected("network_error", f"the connection closed after {total - offset} of {known - offset} bytes")
     except Rejected as exc:
         if not (keep_partial and exc.reason in ("timeout", "network_error")):
             dest.unlink(missing_ok=True)

@@ -5,12 +5,13 @@ the one progressive file, where there is one, is 360p or less. So download asks 
 (extraction only) for the best video up to `download.max_height` plus the best audio
 (`format_spec`), and fetches what it names itself:
 
-- `http`/`https`: one file, fetched by the guarded client (resumable, `Partial`).
+- `http`/`https`: one file, fetched by the guarded client (resumable from the byte, `Partial`).
 - `http_dash_segments`: the segment URLs yt-dlp read from the MPD (initialisation first),
   each fetched by the guarded client and appended: an init segment followed by its media
-  segments is one valid fragmented MP4.
+  segments is one valid fragmented MP4. Resumable from the first segment not finished.
 - `m3u8_native`/`m3u8`: the HLS media playlist fetched and read here (EXT-X-MAP init, then
   the segments in order); segments of MPEG-TS or fMP4 concatenate into one playable file.
+  Resumable like DASH.
   An encrypted playlist (EXT-X-KEY other than NONE) or byte-range segments are refused
   `unsupported_protocol`.
 
@@ -22,15 +23,17 @@ nothing would check; ffmpeg only merges the local files (`merge`), copying the s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
-from facedag.records import Rejected
+from facedag.records import Rejected, atomic_write_json
 from facedag.sources.guarded import Guard, Partial, open_url, save
 from facedag.sources.media import ffmpeg_input, run_ffmpeg
 
@@ -117,25 +120,48 @@ def _read_text(url: str, guard: Guard, deadline: float, headers: Mapping[str, st
 
 
 def _append_all(urls: Sequence[str], dest: Path, guard: Guard, deadline: float, max_bytes: int,
-                headers: Mapping[str, str]) -> None:  # fmt: skip
-    dest.write_bytes(b"")
-    for url in urls:
-        save(open_url(url, guard, deadline, dict(headers)), dest, max_bytes, deadline, offset=dest.stat().st_size)
+                headers: Mapping[str, str], resume: Partial | None = None) -> Path:  # fmt: skip
+    """Fetch the segments in order, appended into one file; with `resume`, into its part file,
+    recording after each segment how many are done, so a run that is killed or cut off goes on
+    from the first segment it did not finish (the list must be the same, by URL path: a site
+    may sign each visit's segment URLs anew)."""
+    if resume is None:
+        dest.write_bytes(b"")
+        for url in urls:
+            save(open_url(url, guard, deadline, dict(headers)), dest, max_bytes, deadline, offset=dest.stat().st_size)
+        return dest
+    resume.folder.mkdir(parents=True, exist_ok=True)
+    listing = hashlib.sha256("\n".join(urlsplit(u).path for u in urls).encode()).hexdigest()
+    start, size = 0, 0
+    try:
+        state = json.loads(resume.meta.read_text())
+        if state.get("segments") == listing and resume.part.stat().st_size >= int(state["bytes"]):
+            start, size = int(state["done"]), int(state["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    with open(resume.part, "ab" if start else "wb") as fh:
+        fh.truncate(size)  # drop what arrived of the segment that was cut off
+    for k in range(start, len(urls)):
+        save(open_url(urls[k], guard, deadline, dict(headers)), resume.part, max_bytes, deadline,
+             offset=resume.part.stat().st_size, keep_partial=True)  # fmt: skip
+        atomic_write_json(resume.meta, {"segments": listing, "done": k + 1, "bytes": resume.part.stat().st_size})
+    os.replace(resume.part, dest)
+    resume.meta.unlink(missing_ok=True)
+    return dest
 
 
 def fetch_stream(stream: Stream, dest: Path, guard: Guard, deadline: float, max_bytes: int,
                  resume: Partial | None = None) -> Path:  # fmt: skip
-    """Fetch one stream into `dest` with the guarded client (segments appended in order)."""
+    """Fetch one stream into `dest` with the guarded client (segments appended in order);
+    resumable with `resume`, from the byte (one file) or from the segment (DASH, HLS)."""
     if stream.protocol in ("http", "https"):
         if resume is not None:
             return resume.fetch(stream.url, dest, max_bytes, deadline, guard, dict(stream.headers))
         return save(open_url(stream.url, guard, deadline, dict(stream.headers)), dest, max_bytes, deadline)
     if stream.fragments:
-        _append_all(stream.fragments, dest, guard, deadline, max_bytes, stream.headers)
-        return dest
+        return _append_all(stream.fragments, dest, guard, deadline, max_bytes, stream.headers, resume)
     text, final = _read_text(stream.url, guard, deadline, stream.headers, dest.with_suffix(".m3u8"))
-    _append_all(hls_segments(text, final), dest, guard, deadline, max_bytes, stream.headers)
-    return dest
+    return _append_all(hls_segments(text, final), dest, guard, deadline, max_bytes, stream.headers, resume)
 
 
 def merge(inputs: Sequence[Path], dst: Path, timeout: float) -> Path:
@@ -162,7 +188,7 @@ def fetch_streams(streams: Sequence[Stream], dest: Path, guard: Guard, deadline:
     """Fetch every stream (one size cap over all of them) into `dest`: one progressive file as it
     is, segments and separate streams merged into one file.
 
-    `partial_for(role)` gives the `Partial` a progressive stream resumes from (None: not resumable)."""
+    `partial_for(role)` gives the `Partial` a stream resumes from (None: not resumable)."""
     if len(streams) == 1 and streams[0].protocol in ("http", "https"):
         resume = partial_for(streams[0].role) if partial_for is not None else None
         return fetch_stream(streams[0], dest, guard, deadline, max_bytes, resume)

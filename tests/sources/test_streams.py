@@ -44,6 +44,9 @@ def _make_media(folder: Path) -> None:
         (folder / f"{name}.html").write_text(_PAGE.format(title=name, src=path, type=kind))
 
 
+CUT_OFF: set[str] = set()  # paths whose next request gets half its body, then a closed connection
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Files of the folder, plus playlists whose segments point at 127.0.0.2 (directly, or by a
     redirect); every path requested is logged."""
@@ -67,6 +70,14 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path in CUT_OFF:
+            CUT_OFF.discard(self.path)
+            body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
         elif self.path.startswith("/redir/"):
             self.send_response(302)
             self.send_header("Location", evil + self.path.rsplit("/", 1)[1])
@@ -154,3 +165,23 @@ def test_format_spec_and_playlist_parsing() -> None:
         with pytest.raises(Rejected) as err:
             hls_segments(bad, "http://h.example/")
         assert err.value.reason == "unsupported_protocol"
+
+
+def test_cut_off_segments_resume_from_the_segment(site, tmp_path: Path) -> None:
+    """The connection drops half-way through the second HLS segment: the run is rejected
+    network_error and keeps what it has; the next run asks only for the segments it lacks and
+    stores the same clip as an uninterrupted fetch."""
+    base, requests = site
+    cfg = _cfg(allow_private=True)
+    whole = make_clip(f"{base}/hls.html", None, None, cfg, tmp_path / "ref", tmp_path / "w0", tmp_path)
+    partial = tmp_path / "partial"
+    CUT_OFF.add("/hls/seg001.ts")
+    requests.clear()
+    with pytest.raises(Rejected) as err:
+        make_clip(f"{base}/hls.html", None, None, cfg, tmp_path / "clips", tmp_path / "w1", tmp_path, None, partial)
+    assert err.value.reason == "network_error" and list(partial.glob("*.part"))
+    clip = make_clip(f"{base}/hls.html", None, None, cfg, tmp_path / "clips", tmp_path / "w2", tmp_path, None, partial)
+    segments = [r for r in requests if r.startswith("/hls/seg")]
+    assert segments.count("/hls/seg000.ts") == 1 and segments.count("/hls/seg001.ts") == 2
+    assert clip.source_sha256 == whole.source_sha256 and clip.sha256 == whole.sha256
+    assert list(partial.iterdir()) == []
