@@ -28,7 +28,8 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit:
     yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
 
 
-def counter(total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
-    """A bar to `update()` by hand (a loop that is not a plain iteration); disabled off a terminal."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=False,
-                disable=not on_terminal())
+def counter(total: int | None, initial: int = 0, desc: str = "", unit: str = "it", unit_scale: bool = False) -> tqdm:
+    """A bar to `update()` by hand (a loop that is not a plain iteration); disabled off a terminal.
+    `total` None: a count without an end (no time left); `unit_scale`: 1.2M rather than 1200000."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale, dynamic_ncols=True,
+                leave=False, disable=not on_terminal())

@@ -7,7 +7,9 @@ Reads  data/download/ID/manifest.parquet and the clips it lists (its `path` colu
        to the project root; a clip listed twice, `duplicate`, is scanned once), and
        data/profile/ID/target.json when there is one (profile@ID: the target's faces)
 Writes data/trim/ID/
-         clips/<shot>.mp4     the kept shots, re-encoded
+         clips/<shot>.mp4     the kept shots, re-encoded at a constant frame rate (download may
+                              store a variable-rate source as it came: only what is kept is
+                              normalised)
          selection.parquet    one row per shot segment (below)
          coverage.png         coverage before/after (facedag.report.figures.trim_coverage_figure)
          target_gaps.json     the target's poses and lighting against the kept samples
@@ -71,7 +73,7 @@ from facedag.curation.trim import apply_picks, coverage_curve, face_table, scan_
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.report.figures import trim_coverage_figure
-from facedag.sources.media import cut_clip
+from facedag.sources.media import constant_rate, cut_clip
 from facedag.stagekit import fresh_dir, identity_main
 
 STAGE = "trim"
@@ -108,7 +110,8 @@ def run(params: Params, identity: str) -> None:
         dst = clip_dir / f"{row['shot']}.mp4"
         try:
             with atomic_path(dst) as tmp:
-                cut_clip(row["source_path"], tmp, row["start"], row["end"], crf=p.crf)
+                cut_clip(row["source_path"], tmp, row["start"], row["end"], crf=p.crf, preset=p.preset,
+                         fps=constant_rate(row["_fps"]))
         except Rejected as exc:
             rejected.add(row["shot"], "cut_failed", f"{exc.reason}: {exc.message}")
             row.update(kept=False, reason="cut_failed")

@@ -26,3 +26,20 @@ def test_on_a_terminal_a_bar_is_drawn(monkeypatch):
     monkeypatch.setattr("tqdm.std.sys.stderr", screen)
     assert list(progress(range(3), total=3, desc="convert", unit="frame")) == [0, 1, 2]
     assert "convert" in screen.getvalue() and "/3" in screen.getvalue()
+
+
+def test_trim_scan_shows_seconds_and_time_left(monkeypatch):
+    """trim's scan draws a bar in seconds of the clip with the time left (tqdm's `<`)."""
+    import numpy as np
+
+    from facedag.curation.trim import _with_progress
+    from facedag.sources.media import ScanFrame
+
+    screen = FakeTerminal()
+    monkeypatch.setattr(progress_module.sys, "stderr", screen)
+    monkeypatch.setattr("tqdm.std.sys.stderr", screen)
+    small = np.zeros((2, 2, 3), np.uint8)
+    frames = [ScanFrame(k, k / 10, small, None) for k in range(100)]
+    assert list(_with_progress(iter(frames), 10.0, "clip.mp4")) == frames
+    drawn = screen.getvalue()
+    assert "trim clip.mp4" in drawn and "/10" in drawn and "<" in drawn

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from facedag.faces.detect import FaceDetector, pick_faces
 from facedag.faces.landmarkers import LANDMARKERS
 from facedag.faces.measure import measure_face
 from facedag.records import Rejected
+from facedag.sources.media import SampleGrid, ScanFrame
 from facedag.tables import FEATURES
 
 DETECT_WIDTH = 256  # frames are downscaled to this width for the shot detector (as SceneManager does)
@@ -70,16 +71,39 @@ class Shot:
 
 @dataclass
 class ScanResult:
-    """What one pass over a clip found: cut times, the clip's duration and per-sample records."""
+    """What one pass over a clip found: cut times, the clip's duration and per-sample records.
+
+    `ends[cut]`, when present, is where the shot before `cut` really ends: the scan did not
+    decode the frames between the last frame it saw of that shot and the first of the next
+    (scan_frames' reference_only), so those few frames are left out of both shots rather
+    than risk a frame of the wrong shot in either."""
 
     cuts: list[float]
     duration: float
     frames: int
     samples: list[tuple[float, Any]] = field(default_factory=list)
+    ends: dict[float, float] = field(default_factory=dict)
+
+
+def _as_scan_frames(frames: Iterable[Any], rate: float, sample_fps: float) -> Iterator[ScanFrame]:
+    """ScanFrames as they come, or (index, time, RGB image) frames made into ScanFrames:
+    downscaled for the detector, full-size on the sample grid."""
+    grid = SampleGrid(sample_fps, rate)
+    for frame in frames:
+        if isinstance(frame, ScanFrame):
+            yield frame
+            continue
+        index, t, image = frame
+        h, w = image.shape[:2]
+        small = image
+        if w > DETECT_WIDTH:
+            small = cv2.resize(image, (DETECT_WIDTH, max(1, round(h * DETECT_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR if small.ndim == 2 else cv2.COLOR_RGB2BGR)
+        yield ScanFrame(int(index), float(t), small, image if grid.take(float(t)) else None)
 
 
 def scan_clip(
-    frames: Iterable[tuple[int, float, np.ndarray]],
+    frames: Iterable[Any],
     fps: float,
     threshold: float = 27.0,
     min_scene_seconds: float = 0.5,
@@ -87,25 +111,26 @@ def scan_clip(
     analyze: Callable[[list[tuple[float, np.ndarray]]], Sequence[Any]] | None = None,
     batch: int = 8,
 ) -> ScanResult:
-    """Detect cuts and sample frames in one pass over `frames` (index, time, RGB image).
+    """Detect cuts and sample frames in one pass over `frames`: ScanFrames (facedag.sources.media.
+    scan_frames: small images for the detector, full ones on the sample grid), or (index, time,
+    RGB image) tuples of every frame.
 
-    `fps` is the clip's frame rate (the detector counts frames); cuts are returned as the
-    time of the first frame of each new shot. `analyze` gets batches of (time, image) of the
-    frames on the `sample_fps` grid and returns one record per frame (e.g. face features or
-    None); the records are returned in `samples` with their times.
+    `fps` is the clip's frame rate (the detector counts frames; a ScanFrame brings its frame
+    number, so frames the decoder skipped count too); cuts are returned as the time of the
+    first frame seen of each new shot. `analyze` gets batches of (time, image) of the sampled
+    frames and returns one record per frame (e.g. face features or None); the records are
+    returned in `samples` with their times.
     """
     from scenedetect import ContentDetector, FrameTimecode
 
     rate = fps if fps and fps > 0 else 25.0
     min_len = max(1, round(min_scene_seconds * rate))
     detector = ContentDetector(threshold=threshold, min_scene_len=min_len)
-    times: list[float] = []
+    times: dict[int, float] = {}  # frame number -> time, of the frames seen
+    previous: dict[int, int] = {}  # frame number -> number of the frame seen before it
     cut_frames: list[int] = []
     samples: list[tuple[float, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
-    step = 1.0 / sample_fps if sample_fps > 0 else math.inf
-    next_sample: float | None = None
-    eps = min(1e-3, 0.25 / rate)
 
     def flush() -> None:
         if pending and analyze is not None:
@@ -113,37 +138,45 @@ def scan_clip(
             samples.extend((t, r) for (t, _), r in zip(pending, records, strict=True))
         pending.clear()
 
-    last_t = 0.0
-    for i, (_, t, image) in enumerate(frames):
-        times.append(float(t))
-        last_t = float(t)
-        h, w = image.shape[:2]
-        small = image
-        if w > DETECT_WIDTH:
-            small = cv2.resize(image, (DETECT_WIDTH, max(1, round(h * DETECT_WIDTH / w))), interpolation=cv2.INTER_AREA)
-        small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR if small.ndim == 2 else cv2.COLOR_RGB2BGR)
-        for tc in detector.process_frame(FrameTimecode(i, rate), small):
+    last_t, last_number, seen = 0.0, -1, 0
+    for frame in _as_scan_frames(frames, rate, sample_fps):
+        number = max(frame.number, last_number + 1)  # strictly increasing, as the detector needs
+        times[number], previous[number] = frame.time, last_number
+        last_t, last_number, seen = frame.time, number, seen + 1
+        for tc in detector.process_frame(FrameTimecode(number, rate), frame.small):
             cut_frames.append(int(tc.frame_num))
-        if next_sample is None:
-            next_sample = t
-        if t >= next_sample - eps:
-            pending.append((float(t), image))
-            next_sample += (math.floor((t - next_sample) / step + eps) + 1) * step
+        if frame.full is not None:
+            pending.append((frame.time, frame.full))
             if len(pending) >= batch:
                 flush()
-    if times:
-        for tc in detector.post_process(FrameTimecode(len(times) - 1, rate)):
+    if seen:
+        for tc in detector.post_process(FrameTimecode(last_number, rate)):
             cut_frames.append(int(tc.frame_num))
     flush()
-    cuts = sorted({times[f] for f in cut_frames if 0 < f < len(times)})
-    duration = last_t + 1.0 / rate if times else 0.0
-    return ScanResult(cuts=cuts, duration=duration, frames=len(times), samples=samples)
+    cuts, ends = [], {}
+    for number in sorted(set(cut_frames)):
+        if number not in times or previous[number] < 0:
+            continue
+        cut, before = times[number], previous[number]
+        cuts.append(cut)
+        if number - before > 1:  # frames between were not decoded: end the shot after the last one seen
+            ends[cut] = round(times[before] + 1.0 / rate, 6)
+    duration = last_t + 1.0 / rate if seen else 0.0
+    return ScanResult(cuts=cuts, duration=duration, frames=seen, samples=samples, ends=ends)
 
 
-def shots_from_cuts(clip: str, cuts: Sequence[float], duration: float) -> list[Shot]:
-    """The shots between consecutive cuts (and the clip's start and end)."""
+def shots_from_cuts(clip: str, cuts: Sequence[float], duration: float,
+                    ends: Mapping[float, float] | None = None) -> list[Shot]:  # fmt: skip
+    """The shots between consecutive cuts (and the clip's start and end); a shot before a cut
+    listed in `ends` ends there instead (ScanResult.ends)."""
     bounds = [0.0, *sorted(c for c in cuts if 0.0 < c < duration), duration]
-    return [Shot(clip, k, a, b) for k, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a]
+    ends = ends or {}
+    shots = []
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        b_end = min(b, ends.get(b, b))
+        if b_end > a:
+            shots.append(Shot(clip, k, a, b_end))
+    return shots
 
 
 def segment(shots: Iterable[Shot], max_seconds: float, min_seconds: float) -> tuple[list[Shot], list[Shot]]:

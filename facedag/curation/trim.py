@@ -1,6 +1,8 @@
 """trim@ID's choice: which shots of an identity's clips to keep, and the bookkeeping around it.
 
-Per clip, one decoding pass finds the cuts and samples faces (facedag.curation.shots.scan_clip);
+Per clip, one decoding pass finds the cuts and samples faces (facedag.curation.shots.scan_clip over
+facedag.sources.media.scan_frames: reference frames only when `trim.reference_only`, each scaled to
+the detector's width as it is converted, full-size frames only on the sample grid);
 the clip's shots are split into segments of at most `max_shot_seconds` (or the whole budget),
 shorter than `min_shot_seconds` dropped; every segment becomes a candidate with the coverage
 cells its faces occupy. Then facedag.curation.shots.select_shots keeps candidates greedily by new
@@ -14,7 +16,7 @@ The rows here become selection.parquet (see stages/trim.py for its columns); key
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,20 @@ import numpy as np
 import pandas as pd
 
 from facedag.curation.coverage import Grid
-from facedag.curation.shots import FACE_COLUMNS, Candidate, FaceSampler, Pick, scan_clip, segment, shots_from_cuts
+from facedag.curation.shots import (
+    DETECT_WIDTH,
+    FACE_COLUMNS,
+    Candidate,
+    FaceSampler,
+    Pick,
+    scan_clip,
+    segment,
+    shots_from_cuts,
+)
 from facedag.params import Trim
+from facedag.progress import counter
 from facedag.records import Rejected
-from facedag.sources.media import iter_frames, probe, work_timeout
+from facedag.sources.media import ScanFrame, probe, scan_frames, work_timeout
 
 Reject = Callable[[str, str, str], None]
 
@@ -48,6 +60,21 @@ def face_table(faces: Iterable[Mapping[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(list(faces), columns=list(FACE_COLUMNS))
 
 
+def _with_progress(frames: Iterator[ScanFrame], duration: float, name: str) -> Iterator[ScanFrame]:
+    """The frames, with a bar in seconds of the clip (and the time left) on a terminal."""
+    bar = counter(max(1, round(duration)), desc=f"trim {name[:12]}", unit="s")
+    done = 0
+    try:
+        for frame in frames:
+            now = min(int(frame.time), bar.total)
+            if now > done:
+                bar.update(now - done)
+                done = now
+            yield frame
+    finally:
+        bar.close()
+
+
 def scan_clips(manifest: Iterable[Mapping[str, Any]], p: Trim, sampler: FaceSampler, grid: Grid,
                reject: Reject) -> ShotScan:
     """Scan each clip of download's manifest once (a clip listed twice, `duplicate`, once) into
@@ -64,8 +91,9 @@ def scan_clips(manifest: Iterable[Mapping[str, Any]], p: Trim, sampler: FaceSamp
         seen.add(sha)
         try:
             info = probe(src)
-            frames = iter_frames(src, timeout=work_timeout(info.duration))
-            clip = scan_clip(frames, info.fps, p.scene_threshold, p.min_shot_seconds, p.sample_fps, analyze=sampler)
+            frames = scan_frames(src, DETECT_WIDTH, p.sample_fps, p.reference_only, work_timeout(info.duration))
+            clip = scan_clip(_with_progress(frames, info.duration, src.name), info.fps, p.scene_threshold,
+                             p.min_shot_seconds, p.sample_fps, analyze=sampler)  # fmt: skip
         except Rejected as exc:
             reject(item, exc.reason, exc.message)
             continue
@@ -81,14 +109,14 @@ def scan_clips(manifest: Iterable[Mapping[str, Any]], p: Trim, sampler: FaceSamp
         if not any(f is not None for f in faces):
             reject(item, "no_face", f"no usable face in any of {len(faces)} sampled frames")
             continue
-        shots = shots_from_cuts(sha[:16], clip.cuts, clip.duration)
+        shots = shots_from_cuts(sha[:16], clip.cuts, clip.duration, clip.ends)
         segments, short = segment(shots, seg_max, p.min_shot_seconds)
         if not segments:
             reject(item, "no_shot", f"all {len(shots)} shots are shorter than {p.min_shot_seconds:g} s")
             continue
         scan.clips_used += 1
         scan.seconds += clip.duration
-        base = {"source": item, "sha256": sha, "source_path": str(src)}
+        base = {"source": item, "sha256": sha, "source_path": str(src), "_fps": info.fps}
         for s in segments:
             inside = np.flatnonzero((times >= s.start - 1e-6) & (times < s.end - 1e-6))
             recs = [faces[i] for i in inside if faces[i] is not None]

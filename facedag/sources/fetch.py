@@ -5,22 +5,29 @@ reason code when the source cannot be used (the download stage records it and ca
 
 1. `fetch_source`: find or download the raw file.
    - Local paths are relative to the project root; `file://` URLs are local paths too.
-   - `http(s)://` URLs: every address the host resolves to is checked against an IP policy
-     (loopback, private, shared 100.64/10, link-local incl. 169.254.169.254, multicast,
-     reserved, unspecified, and IPv4 addresses hidden in IPv6 are refused unless
-     `download.allow_private`), at first and after every redirect (followed here, at most
-     5), and the connection goes to the checked address (no second DNS lookup to race).
+   - `http(s)://` URLs go through the guarded client (facedag.sources.guarded): every address
+     the host resolves to is checked against an IP policy (loopback, private, shared
+     100.64/10, link-local incl. 169.254.169.254, multicast, reserved, unspecified, and IPv4
+     addresses hidden in IPv6 are refused unless `download.allow_private`), at first and
+     after every redirect (at most 5), and the connection goes to the checked address.
      Direct media (video/* or application/octet-stream, or a video file extension) streams
-     to a temp file under a size cap and a time cap. Other pages go to yt-dlp, for
-     extraction only, restricted to `download.extractors`; yt-dlp fetches the page itself,
-     but every host name it looks up is checked by the same policy in the lookup
-     (`guarded_lookups`), so a DNS answer that changes after our check (rebinding) is
-     refused too, and once `timeout_s` has passed its next lookup fails. The media URL it
-     picks (a single progressive file) is fetched by the same guarded client.
+     to a file under a size cap and a time cap; with a partial folder (the download stage's
+     `data/download/.partial`) a fetch that was killed or cut off resumes with an HTTP Range
+     request (`guarded.Partial`). Other pages go to yt-dlp, for extraction only, restricted
+     to `download.extractors` (`generic` includes its html5 <video> reader); yt-dlp fetches
+     the page itself, but every host name it looks up is checked by the same policy in the
+     lookup (`guarded_lookups`), so a DNS answer that changes after our check (rebinding) is
+     refused too, and once `timeout_s` has passed its next lookup fails. The streams it
+     picks (best video up to `download.max_height` + best audio; progressive files, DASH
+     segments or HLS playlists) are fetched by the same guarded client and merged locally
+     by ffmpeg, streams copied (facedag.sources.streams): no URL is handed to ffmpeg.
 2. `normalise`: cut to the source's start/end (end clamped to the clip), apply rotation
    metadata, make the frame rate constant (min of native and `max_fps`), 8-bit yuv420p,
    even width/height, long side <= `max_side`, H.264 at `crf`, AAC audio when there is
-   audio. A clip that already conforms and is not cut is stream-copied.
+   audio. A whole source that is already H.264 yuv420p, upright, within the caps, with AAC
+   or no audio, is stream-copied into mp4 as it is, even at a variable frame rate or with
+   damaged packets (`conforms`): hours of footage are then stored in the time it takes to
+   copy them, and trim re-encodes only the shots it keeps, at a constant rate.
 3. `store`: probe the result with PyAV and move it to `clips/<sha256>.mp4` (a clip reached
    from two sources is stored once).
 
@@ -29,7 +36,7 @@ Reason codes (stable; scripts may rely on them):
 =========================== ===========================================================
 not_found                   a local path or file:// URL that does not exist
 unsupported_scheme          a URL scheme other than file, http, https
-unsupported_protocol        yt-dlp offers only a non-http(s) stream (HLS, DASH, ...)
+unsupported_protocol        yt-dlp offers no stream we fetch (RTMP, encrypted HLS, ...)
 private_address             the host resolves to a forbidden address (see above)
 dns_failed                  the host name does not resolve
 network_error               connection refused, reset, TLS failure
@@ -39,7 +46,7 @@ too_large                   more than `download.max_bytes`
 timeout                     the download or an ffmpeg run took longer than `timeout_s`
 extractor_not_allowed       a page URL that no allowed yt-dlp extractor takes
 extraction_failed           yt-dlp could not extract the page (private, removed, ...)
-not_a_single_video          the page is a playlist or channel, not one video
+not_a_single_video          the page is a playlist or channel and the source has no max_items
 empty_file                  zero bytes (from `media.probe`)
 not_a_video                 not a video container: random bytes, text, a still picture
 no_video_stream             a container without video, e.g. audio only
@@ -53,29 +60,23 @@ ffmpeg_failed               ffmpeg could not normalise it
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import ipaddress
-import itertools
 import os
 import re
-import socket
-import ssl
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
-
-import av
+from urllib.parse import urlsplit
 
 from facedag.params import Download
 from facedag.records import Rejected, sha256_file
-from facedag.sources.media import VideoInfo, decodes_cleanly, ffmpeg_input, probe, run_ffmpeg
+from facedag.sources.guarded import Guard, Partial, guarded_lookups, open_url, save
+from facedag.sources.media import VideoInfo, constant_rate, ffmpeg_input, probe, run_ffmpeg
+from facedag.sources.streams import Stream, fetch_streams, format_spec, streams_from_info
 
 REASONS = (
     "not_found", "unsupported_scheme", "unsupported_protocol", "private_address", "dns_failed",
@@ -84,214 +85,16 @@ REASONS = (
     "no_video_stream", "undecodable", "too_short", "empty_cut", "ffmpeg_failed",
 )  # fmt: skip
 
-MAX_REDIRECTS = 5
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
     ".flv", ".wmv", ".3gp", ".ogv", ".mxf",
 }  # fmt: skip
-YTDLP_FORMAT = "best[ext=mp4][vcodec!=none][acodec!=none]/best[vcodec!=none][acodec!=none]/best[vcodec!=none]"
-USER_AGENT = "facedag/0.1 (+https://github.com/; video dataset builder)"
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_url(uri: str) -> bool:
     """Whether a source uri is a URL (any scheme, file:// included) rather than a plain path."""
     return bool(_URL_RE.match(uri))
-_CHUNK = 1 << 16
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpPolicy = Callable[[IPAddress], "str | None"]
-"""Says why an address is forbidden (a short label), or None when it may be reached."""
-
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def forbidden_ip(ip: IPAddress) -> str | None:
-    """The default IP policy: only globally routable unicast addresses may be reached.
-
-    IPv4 addresses carried inside IPv6 (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002::/16, Teredo,
-    NAT64 64:ff9b::/96) are judged by the IPv4 address they carry.
-    """
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return forbidden_ip(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            return forbidden_ip(ip.sixtofour)
-        if ip.teredo is not None:
-            return forbidden_ip(ip.teredo[1])
-        if ip in _NAT64:
-            return forbidden_ip(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    checks = (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
-        ("shared address space", isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED),
-        ("reserved", ip.is_reserved),
-        ("not globally routable", not ip.is_global),
-    )
-    for label, hit in checks:
-        if hit:
-            return label
-    return None
-
-
-@dataclass
-class Guard:
-    """Which hosts may be reached: `allow_private` lifts the policy; `policy` is injectable for tests."""
-
-    allow_private: bool = False
-    policy: IpPolicy = forbidden_ip
-
-    def resolve(self, host: str, port: int) -> list[IPAddress]:
-        """Every address `host` resolves to, all checked; raises Rejected when one is forbidden."""
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise Rejected("dns_failed", f"cannot resolve {host}: {exc}") from None
-        ips: list[IPAddress] = []
-        for info in infos:
-            ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if ip not in ips:
-                ips.append(ip)
-        if not ips:
-            raise Rejected("dns_failed", f"{host} resolves to no address")
-        if not self.allow_private:
-            for ip in ips:
-                why = self.policy(ip)
-                if why:
-                    raise Rejected(
-                        "private_address",
-                        f"{host} resolves to {ip} ({why}); set download.allow_private: true to allow it",
-                    )
-        return ips
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """HTTP to an address checked beforehand (the Host header keeps the name)."""
-
-    def __init__(self, host: str, port: int, ip: IPAddress, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._ip = ip
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((str(self._ip), self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to an address checked beforehand; SNI and certificate check use the host name."""
-
-    def __init__(self, host: str, port: int, ip: IPAddress, timeout: float) -> None:
-        self._ctx = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self._ctx)
-        self._ip = ip
-
-    def connect(self) -> None:
-        sock = socket.create_connection((str(self._ip), self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
-
-
-@dataclass
-class _Response:
-    url: str
-    conn: http.client.HTTPConnection
-    resp: http.client.HTTPResponse
-
-    @property
-    def content_type(self) -> str:
-        return (self.resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def _remaining(deadline: float, what: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise Rejected("timeout", f"{what} took longer than the time cap")
-    return left
-
-
-def open_url(url: str, guard: Guard, deadline: float, headers: dict[str, str] | None = None) -> _Response:
-    """GET `url`, following at most MAX_REDIRECTS redirects, checking the host every time."""
-    for _hop in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise Rejected("unsupported_scheme", f"cannot fetch {parts.scheme or 'a schemeless'} URL {url}")
-        host = parts.hostname
-        if not host:
-            raise Rejected("http_error", f"no host in {url}")
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise Rejected("http_error", f"bad port in {url}") from None
-        ips = guard.resolve(host, port)
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-        send = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*", **(headers or {})}
-        send = {k: v for k, v in send.items() if k.lower() != "host"}
-        last_error: Exception | None = None
-        for ip in ips:
-            conn = cls(host, port, ip, timeout=min(60.0, _remaining(deadline, "download")))
-            try:
-                conn.request("GET", path, headers=send)
-                resp = conn.getresponse()
-                break
-            except TimeoutError:
-                conn.close()
-                raise Rejected("timeout", f"no answer from {host} in time") from None
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                last_error = exc
-        else:
-            raise Rejected("network_error", f"cannot fetch {url}: {last_error}")
-        if resp.status in (301, 302, 303, 307, 308):
-            location = resp.getheader("Location")
-            conn.close()
-            if not location:
-                raise Rejected("http_error", f"HTTP {resp.status} without a Location from {url}")
-            url = urljoin(url, location)
-            continue
-        if resp.status >= 400:
-            conn.close()
-            raise Rejected("http_error", f"HTTP {resp.status} {resp.reason} from {url}")
-        return _Response(url, conn, resp)
-    raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS} redirects from {url}")
-
-
-def _save(response: _Response, dest: Path, max_bytes: int, deadline: float) -> Path:
-    """Stream the body to `dest` under the size and time caps."""
-    length = response.resp.getheader("Content-Length")
-    if length and length.isdigit() and int(length) > max_bytes:
-        response.close()
-        raise Rejected("too_large", f"{int(length)} bytes is more than download.max_bytes={max_bytes}")
-    total = 0
-    try:
-        with open(dest, "wb") as fh:
-            while True:
-                _remaining(deadline, "download")
-                try:
-                    block = response.resp.read(_CHUNK)
-                except TimeoutError:
-                    raise Rejected("timeout", "the server stopped sending") from None
-                except (OSError, http.client.HTTPException) as exc:
-                    raise Rejected("network_error", f"download interrupted: {exc}") from None
-                if not block:
-                    break
-                total += len(block)
-                if total > max_bytes:
-                    raise Rejected("too_large", f"more than download.max_bytes={max_bytes} bytes")
-                fh.write(block)
-    except Rejected:
-        dest.unlink(missing_ok=True)
-        raise
-    finally:
-        response.close()
-    return dest
 
 
 def _looks_like_media(url: str, content_type: str = "") -> bool:
@@ -300,10 +103,17 @@ def _looks_like_media(url: str, content_type: str = "") -> bool:
     return Path(urlsplit(url).path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def fetch_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None) -> Path:
-    """Download a direct media URL to `dest` with the guarded client (size and time caps)."""
+def fetch_url(url: str, dest: Path, cfg: Download, guard: Guard, headers: dict[str, str] | None = None,
+              resume: Partial | None = None) -> Path:
+    """Download a direct media URL to `dest` with the guarded client (size and time caps).
+
+    With `resume`, the bytes go to a partial file that outlives the process: a fetch killed
+    half-way (or cut off by the network or the time cap) continues from there on the next
+    run instead of starting over (`Partial.fetch`)."""
     deadline = time.monotonic() + cfg.timeout_s
-    return _save(open_url(url, guard, deadline, headers), dest, cfg.max_bytes, deadline)
+    if resume is not None:
+        return resume.fetch(url, dest, cfg.max_bytes, deadline, guard, headers)
+    return save(open_url(url, guard, deadline, headers), dest, cfg.max_bytes, deadline)
 
 
 # --- yt-dlp -----------------------------------------------------------------------------
@@ -354,6 +164,16 @@ class _QuietLogger:
         self.errors.append(msg)
 
 
+def _with_page_embeds(allowed: Sequence[str]) -> list[str]:
+    """yt-dlp's extractor allowlist: the generic extractor reads a page's <video> and <source>
+    tags (DASH, HLS, files) through its `html5` embed extractor, which takes no URL of its own;
+    allowing `generic` allows that part of it too."""
+    names = list(allowed)
+    if any(n.lower() == "generic" for n in names) and "html5" not in names:
+        names.append("html5")
+    return names
+
+
 def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str, Any]:
     """yt-dlp's options: extraction only, from allowed extractors, and nothing that writes or runs.
 
@@ -365,8 +185,10 @@ def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str,
     config files.)
     """
     return {
-        "allowed_extractors": list(cfg.extractors),
-        "format": YTDLP_FORMAT,
+        "allowed_extractors": _with_page_embeds(cfg.extractors),
+        "format": format_spec(cfg.max_height),
+        # at equal height, H.264 + AAC: stored as fetched (stream copy), where VP9 or AV1 would be re-encoded whole
+        "format_sort": ["res", "vcodec:h264", "acodec:aac"],
         "noplaylist": True,
         "skip_download": True,
         "restrictfilenames": True,
@@ -387,56 +209,31 @@ def ytdlp_options(cfg: Download, workdir: Path, logger: Any = None) -> dict[str,
     }
 
 
-@contextmanager
-def guarded_lookups(guard: Guard, deadline: float) -> Iterator[list[Rejected]]:
-    """While it is open, every host name this process looks up (socket.getaddrinfo, which
-    urllib, requests and yt-dlp's own connections all call) is checked by `guard`'s policy,
-    and no lookup starts after `deadline`. Yields the list of refusals, for the caller to raise
-    the first of them instead of the error its library makes of a failed lookup.
-
-    Why: yt-dlp fetches pages (and the APIs its extractors call) with its own lookups, so a
-    check of the host before it runs leaves a window for an answer that changes in between
-    (DNS rebinding to 127.0.0.1 or 169.254.169.254). Checked in the lookup, the address
-    connected to is the address checked. Not thread-safe: the download stage fetches its
-    sources one at a time, and the original function is back when the block ends.
-    """
-    refused: list[Rejected] = []
-    real = socket.getaddrinfo
-
-    def checked(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() > deadline:
-            refused.append(Rejected("timeout", "yt-dlp's extraction took longer than the time cap"))
-            raise socket.gaierror(socket.EAI_AGAIN, "past facedag's time cap")
-        infos = real(host, port, *args, **kwargs)
-        if not guard.allow_private:
-            for info in infos:
-                ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-                why = guard.policy(ip)
-                if why:
-                    refused.append(Rejected(
-                        "private_address", f"{host} resolves to {ip} ({why}) when yt-dlp looks it up; set "
-                        "download.allow_private: true to allow it"))  # fmt: skip
-                    raise socket.gaierror(socket.EAI_FAIL, "refused by facedag's address policy")
-        return infos
-
-    socket.getaddrinfo = checked
-    try:
-        yield refused
-    finally:
-        socket.getaddrinfo = real
+def extract_streams(url: str, cfg: Download, workdir: Path, guard: Guard) -> list[Stream]:
+    """Ask yt-dlp (allowed extractors only, no download) which streams make the video: the best
+    video up to `download.max_height` and the best audio (`streams.format_spec`), every lookup
+    it makes checked by `guard` and none after `download.timeout_s` (guarded_lookups)."""
+    info = extract_info(url, cfg, workdir, guard, flat=False)
+    if info.get("_type") in ("playlist", "multi_video"):
+        raise Rejected("not_a_single_video", "the URL is a playlist or channel; name one video, or give the "
+                       "source max_items to take its videos")  # fmt: skip
+    return streams_from_info(info)
 
 
-def extract_media(url: str, cfg: Download, workdir: Path, guard: Guard) -> tuple[str, dict[str, str]]:
-    """Ask yt-dlp (allowed extractors only, no download) for one progressive media URL, every
-    lookup it makes checked by `guard` and none after `download.timeout_s` (guarded_lookups)."""
+def extract_info(url: str, cfg: Download, workdir: Path, guard: Guard, flat: bool,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """yt-dlp's info for `url` (`flat`: a playlist's entries listed, not resolved), guarded."""
     import yt_dlp
 
     logger = _QuietLogger()
-    opts = ytdlp_options(cfg, workdir, logger)
+    opts = {**ytdlp_options(cfg, workdir, logger), **(extra or {})}
+    if flat:
+        opts.update(noplaylist=False, extract_flat="in_playlist")
     with guarded_lookups(guard, time.monotonic() + cfg.timeout_s) as refused:
         try:
             with yt_dlp.YoutubeDL(opts) as ydl:
                 info = ydl.extract_info(url, download=False)
+                info = ydl.sanitize_info(info) if info else info
         except yt_dlp.utils.DownloadError as exc:
             if refused:
                 raise refused[0] from None
@@ -450,20 +247,13 @@ def extract_media(url: str, cfg: Download, workdir: Path, guard: Guard) -> tuple
             raise Rejected("extraction_failed", f"{type(exc).__name__}: {exc}"[:300]) from None
     if not info:
         raise Rejected("extraction_failed", "yt-dlp returned nothing")
-    if info.get("_type") in ("playlist", "multi_video"):
-        raise Rejected("not_a_single_video", "the URL is a playlist or channel; name one video")
-    protocol = str(info.get("protocol") or "")
-    media_url = info.get("url")
-    if not media_url or protocol not in ("http", "https"):
-        raise Rejected("unsupported_protocol", f"only a {protocol or 'non-progressive'} stream is offered")
-    return str(media_url), {str(k): str(v) for k, v in (info.get("http_headers") or {}).items()}
+    return dict(info)
 
 
 # --- sources ----------------------------------------------------------------------------
 
 
-def local_path(uri: str, root: Path) -> Path:
-    """The local file a path or file:// URL names (relative paths are under `root`)."""
+def _local(uri: str, root: Path) -> Path:
     if uri.lower().startswith("file://"):
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
@@ -473,13 +263,29 @@ def local_path(uri: str, root: Path) -> Path:
         path = Path(uri).expanduser()
     if not path.is_absolute():
         path = root / path
+    return path
+
+
+def local_dir(uri: str, root: Path) -> Path | None:
+    """The folder a path or file:// URL names, or None when it names no folder (or is a URL)."""
+    if is_url(uri) and not uri.lower().startswith("file://"):
+        return None
+    path = _local(uri, root)
+    return path if path.is_dir() else None
+
+
+def local_path(uri: str, root: Path) -> Path:
+    """The local file a path or file:// URL names (relative paths are under `root`)."""
+    path = _local(uri, root)
     if not path.is_file():
         raise Rejected("not_found", f"no such file: {path}")
     return path
 
 
-def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guard | None = None) -> Path:
-    """The raw file of a source: a local file as it is, a URL downloaded into `workdir`."""
+def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guard | None = None,
+                 partial_dir: Path | None = None) -> Path:
+    """The raw file of a source: a local file as it is, a URL downloaded into `workdir`
+    (resumable through `partial_dir` when given: see `Partial`)."""
     if not is_url(uri) or uri.lower().startswith("file://"):
         return local_path(uri, root)
     scheme = uri.split(":", 1)[0].lower()
@@ -490,8 +296,12 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
     fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".media", dir=workdir)
     os.close(fd)
     dest = Path(name)
+
+    def resume(role: str = "") -> Partial | None:
+        return Partial.for_source(partial_dir, uri, role) if partial_dir is not None else None
+
     if _looks_like_media(uri):
-        return fetch_url(uri, dest, cfg, guard)
+        return fetch_url(uri, dest, cfg, guard, resume=resume())
     ok, takers = extractors_for(uri, cfg.extractors)
     if takers and not ok:
         raise Rejected(
@@ -506,32 +316,26 @@ def fetch_source(uri: str, workdir: Path, cfg: Download, root: Path, guard: Guar
         deadline = time.monotonic() + cfg.timeout_s
         response = open_url(uri, guard, deadline)
         if _looks_like_media(response.url, response.content_type):
-            return _save(response, dest, cfg.max_bytes, deadline)
+            if partial_dir is None:
+                return save(response, dest, cfg.max_bytes, deadline)
+            response.close()  # fetched again, resumably, from where the redirects led
+            return fetch_url(response.url, dest, cfg, guard, resume=resume())
         response.close()
         if "generic" not in ok:
             raise Rejected(
                 "extractor_not_allowed",
                 f"{uri} is a {response.content_type or 'web'} page and no allowed extractor takes it",
             )
-    media_url, headers = extract_media(uri, cfg, workdir, guard)
-    return fetch_url(media_url, dest, cfg, guard, headers)
+    streams = extract_streams(uri, cfg, workdir, guard)
+    return fetch_streams(streams, dest, guard, time.monotonic() + cfg.timeout_s, cfg.max_bytes, resume)
 
 
 # --- normalise and store ----------------------------------------------------------------
 
-_COMMON_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-                 Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60)]  # fmt: skip
-
-
 def target_fps(native: float, max_fps: float) -> Fraction:
     """The constant frame rate of a normalised clip: native (snapped to a common rate when
     within 1%), capped at `max_fps`."""
-    if native <= 0:
-        native = 25.0
-    nearest = min(_COMMON_RATES, key=lambda r: abs(float(r) - native))
-    rate = nearest if abs(float(nearest) - native) <= 0.01 * native else Fraction(native).limit_denominator(1001)
-    cap = Fraction(max_fps).limit_denominator(1001)
-    return min(rate, cap)
+    return min(constant_rate(native), Fraction(max_fps).limit_denominator(1001))
 
 
 def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -540,26 +344,16 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def _is_cfr(path: Path, timeout: float) -> bool:
-    """Whether the first video stream's packets are evenly spaced (one packet scan, no decode)."""
-    deadline = time.monotonic() + timeout
-    pts = []
-    with av.open(os.fspath(path)) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            if time.monotonic() > deadline:
-                raise Rejected("timeout", f"reading the packets ran longer than {timeout:g} s")
-            if packet.pts is not None:
-                pts.append(packet.pts)
-    pts.sort()
-    if len(pts) < 3:
-        return True
-    deltas = [b - a for a, b in itertools.pairwise(pts)]
-    return max(deltas) - min(deltas) <= max(1, 0.01 * min(deltas))
+def conforms(info: VideoInfo, cfg: Download) -> bool:
+    """Whether the clip can be stored as it is (stream copy into mp4): H.264 yuv420p, upright,
+    even size within `max_side`, average rate within `max_fps`, AAC or no audio.
 
-
-def conforms(info: VideoInfo, cfg: Download, path: Path) -> bool:
-    """Whether the clip can be stored as it is (stream copy): everything `normalise` would make."""
+    Two things are not asked, on purpose, because each would cost a full pass over footage
+    that may last hours: a constant frame rate (trim scans by timestamp and cuts the shots it
+    keeps at a constant rate, so only the kept minutes are ever re-encoded) and a clean
+    decode of every frame (trim's scan reads past damaged packets, and its cuts are
+    re-encoded, which conceals them).
+    """
     return (
         info.codec == "h264"
         and info.pix_fmt == "yuv420p"
@@ -569,9 +363,6 @@ def conforms(info: VideoInfo, cfg: Download, path: Path) -> bool:
         and max(info.width, info.height) <= cfg.max_side
         and info.fps <= cfg.max_fps + 1e-3
         and info.audio_codec in (None, "aac")
-        and "mp4" in info.container.split(",")
-        and _is_cfr(path, cfg.timeout_s)
-        and decodes_cleanly(path, cfg.timeout_s)  # damage in the middle: re-encode, do not copy it
     )
 
 
@@ -590,7 +381,7 @@ def normalise(
     src: Path, dst: Path, info: VideoInfo, cfg: Download, start: float = 0.0, end: float | None = None
 ) -> bool:
     """Write the normalised clip to `dst` (mp4). Returns True when it was stream-copied."""
-    if start <= 0 and end is None and conforms(info, cfg, src):
+    if start <= 0 and end is None and conforms(info, cfg):
         args = ["-i", ffmpeg_input(src), "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-sn", "-dn",
                 "-map_metadata", "-1", "-movflags", "+faststart", ffmpeg_input(dst)]  # fmt: skip
         run_ffmpeg(args, timeout=cfg.timeout_s, what="stream copy")
@@ -656,9 +447,10 @@ def make_clip(
     workdir: Path,
     root: Path,
     guard: Guard | None = None,
+    partial_dir: Path | None = None,
 ) -> Clip:
     """Fetch, probe, cut, normalise and store one source. Raises Rejected."""
-    raw = fetch_source(uri, workdir, cfg, root, guard)
+    raw = fetch_source(uri, workdir, cfg, root, guard, partial_dir)
     try:
         source_sha = sha256_file(raw)
         info = probe(raw)

@@ -17,7 +17,11 @@
   with `image` an upright (rotation metadata applied) RGB uint8 array, decoded as a stream by
   PyAV with decoder threads on, so memory is flat in clip length. `fps > 0` samples by
   presentation time (robust to variable frame rate); `start`/`end` seek, then skip.
-- `cut_clip(src, dst, start, end)`: a frame-accurate cut, re-encoded (H.264 yuv420p + AAC).
+- `scan_frames(path, width, sample_fps)`: what a shot scan needs, cheaply: reference frames
+  only where the codec has others, each scaled down as it is converted, full-size frames only
+  on the sample grid, read past damaged packets.
+- `cut_clip(src, dst, start, end, fps=...)`: a frame-accurate cut, re-encoded (H.264 yuv420p +
+  AAC), at a constant rate when asked.
 - `run_ffmpeg(args, timeout)`: ffmpeg with an argument list (never a shell) and a time limit.
 - `EncoderPipe`: raw frames written into ffmpeg's stdin as they are made, under a time limit.
 
@@ -432,6 +436,106 @@ def iter_frames(
         container.close()
 
 
+class SampleGrid:
+    """Which frames fall on a `fps` grid: the first frame at or after each grid point, by
+    timestamp (so it holds for variable frame rate and for frames the decoder skipped)."""
+
+    def __init__(self, fps: float, native: float = 25.0) -> None:
+        self.step = 1.0 / fps if fps > 0 else math.inf
+        self.eps = min(1e-3, 0.25 / (native or 25.0))
+        self.next: float | None = None
+
+    def take(self, t: float) -> bool:
+        """Whether the frame at `t` (seconds, increasing) is a sample."""
+        if self.next is None:
+            self.next = t
+        if t < self.next - self.eps:
+            return False
+        self.next += (math.floor((t - self.next) / self.step + self.eps) + 1) * self.step
+        return True
+
+
+class ScanFrame(NamedTuple):
+    """A frame as a shot scan reads it: `number` is its frame number in the clip (time x rate,
+    so frames the decoder skipped still count), `small` an upright BGR image `width` pixels
+    wide for the shot detector, `full` the upright RGB frame at full size, only on the
+    sample grid (None elsewhere)."""
+
+    number: int
+    time: float
+    small: np.ndarray
+    full: np.ndarray | None
+
+
+def scan_frames(
+    path: str | os.PathLike[str],
+    width: int = 256,
+    sample_fps: float = 2.0,
+    reference_only: bool = True,
+    timeout: float | None = None,
+) -> Iterator[ScanFrame]:
+    """Read a clip the way a shot scan needs it, doing as little as the codec allows.
+
+    - `reference_only`: the decoder skips frames no other frame refers to (skip_frame
+      NONREF: the B-frames of H.264/HEVC, about half of a typical camera or web file), which
+      saves their decoding entirely; codecs without such frames decode everything.
+    - Each frame is scaled to `width` by libswscale while it converts it (one pass, never a
+      full-size RGB copy); only frames on the `sample_fps` grid are converted at full size.
+    - A packet that fails to decode is skipped, not the end of the clip: a file damaged in
+      the middle is read past the damage (the stored clip was never decoded just to check it).
+
+    Raises Rejected like `probe` when the file cannot be opened; Rejected("timeout") past
+    `timeout` seconds; Rejected("undecodable") when no frame decodes at all.
+    """
+    deadline = time.monotonic() + timeout if timeout is not None else math.inf
+    container = _open(Path(path))
+    try:
+        stream = _video_stream(container)
+        _setup_decoder(stream)
+        if reference_only:
+            stream.codec_context.skip_frame = "NONREF"
+        t0 = _stream_start(stream)
+        tb = stream.time_base or Fraction(1, 90000)
+        native = _stream_fps(stream) or 25.0
+        grid = SampleGrid(sample_fps, native)
+        last_t, yielded, errors = -math.inf, 0, 0
+        for packet in container.demux(stream):
+            if time.monotonic() > deadline:
+                raise Rejected("timeout", f"decoding ran longer than {timeout:g} s")
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                errors += 1
+                continue
+            for frame in frames:
+                if frame.pts is not None:
+                    t = float(frame.pts * tb) - t0
+                else:
+                    t = last_t + 1.0 / native if last_t > -math.inf else 0.0
+                if t <= last_t:
+                    continue  # a repeated or out-of-order timestamp (damage): keep time moving forward
+                last_t = t
+                rotation = _rotation(frame)
+                turned = rotation in (90, 270)
+                upright_w, upright_h = (frame.height, frame.width) if turned else (frame.width, frame.height)
+                small_w = min(width, upright_w)
+                small_h = max(2, round(upright_h * small_w / upright_w))
+                coded = (small_h, small_w) if turned else (small_w, small_h)
+                small = frame.reformat(width=coded[0], height=coded[1], format="bgr24").to_ndarray()
+                if rotation:
+                    small = np.ascontiguousarray(np.rot90(small, rotation // 90))
+                full = _upright(frame, rotation) if grid.take(t) else None
+                yield ScanFrame(round(t * native), round(t, 6), small, full)
+                yielded += 1
+    except (av.FFmpegError, EOFError) as exc:  # the container itself stops: what was read stands
+        if yielded == 0:
+            raise Rejected("undecodable", f"no video frame decodes: {exc}") from None
+    finally:
+        container.close()
+    if yielded == 0:
+        raise Rejected("undecodable", f"no video frame decodes ({errors} damaged packets)")
+
+
 def work_timeout(duration: float) -> float:
     """A time limit for decoding and working on a clip of `duration` seconds: ten minutes plus a
     minute per second of video, far beyond what any stage needs per frame on a CPU, so it only
@@ -439,30 +543,17 @@ def work_timeout(duration: float) -> float:
     return 600.0 + 60.0 * max(0.0, float(duration))
 
 
-def decodes_cleanly(path: str | os.PathLike[str], timeout: float = 600.0) -> bool:
-    """Whether every packet of the first video stream decodes without an error.
+_COMMON_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+                 Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60)]  # fmt: skip
 
-    A clip damaged in the middle opens, probes and plays its first part, but decoding stops at
-    the damage; a truncated one decodes fewer frames than its index lists. Such a clip must be
-    re-encoded (ffmpeg conceals the damage) rather than stored as it is. Raises
-    Rejected("timeout") past `timeout` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    container = _open(Path(path))
-    decoded = 0
-    try:
-        stream = _video_stream(container)
-        listed = stream.frames  # what the index promises (0 when the container does not say)
-        _setup_decoder(stream)
-        for _frame in container.decode(stream):
-            decoded += 1
-            if time.monotonic() > deadline:
-                raise Rejected("timeout", f"decoding ran longer than {timeout:g} s")
-    except av.FFmpegError:
-        return False
-    finally:
-        container.close()
-    return not listed or decoded >= listed  # a cut-off last packet decodes to nothing, silently
+
+def constant_rate(native: float) -> Fraction:
+    """The constant frame rate for a clip whose (average) rate is `native`: snapped to a common
+    rate when within 1%, so a phone's 29.87 average becomes 30000/1001."""
+    if native <= 0:
+        native = 25.0
+    nearest = min(_COMMON_RATES, key=lambda r: abs(float(r) - native))
+    return nearest if abs(float(nearest) - native) <= 0.01 * native else Fraction(native).limit_denominator(1001)
 
 
 def cut_clip(
@@ -474,11 +565,14 @@ def cut_clip(
     crf: int = 18,
     preset: str = "veryfast",
     timeout: float = 600.0,
+    fps: Fraction | None = None,
 ) -> None:
     """Write the part `start <= t < end` of `src` to `dst`, frame-accurate (re-encoded).
 
     Output: H.264 yuv420p (even size) in mp4 with +faststart, AAC audio when `src` has audio,
-    rotation applied. The caller writes atomically (e.g. `records.atomic_path`); `dst`'s
+    rotation applied; with `fps`, at that constant frame rate (frames repeated or dropped by
+    timestamp), so a clip stored as fetched with a variable rate gives constant-rate cuts.
+    The caller writes atomically (e.g. `records.atomic_path`); `dst`'s
     extension picks the container.
     """
     if end is not None and end <= start:
@@ -489,9 +583,11 @@ def cut_clip(
     args += ["-i", ffmpeg_input(src)]
     if end is not None:
         args += ["-t", f"{end - start:.6f}"]
+    rate = [f"fps={fps.numerator}/{fps.denominator}"] if fps is not None else []
     args += [
         "-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn", "-map_metadata", "-1",
-        "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+        "-vf", ",".join([*rate, "scale=trunc(iw/2)*2:trunc(ih/2)*2", "format=yuv420p"]),
+        *(["-fps_mode", "cfr"] if fps is not None else []),
         "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "160k",
         "-avoid_negative_ts", "make_zero", "-movflags", "+faststart",

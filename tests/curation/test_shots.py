@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facedag.curation.shots import Candidate, Shot, scan_clip, segment, select_shots, shots_from_cuts
-from facedag.sources.media import iter_frames, probe, run_ffmpeg
+from facedag.sources.media import iter_frames, probe, run_ffmpeg, scan_frames
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,26 @@ def test_scan_finds_the_hard_cuts_and_samples_in_the_same_pass(cut_clip_path):
     assert all(rec == (120, 160, 3) for _, rec in scan.samples)
     shots = shots_from_cuts("c", scan.cuts, scan.duration)
     assert [round(s.duration, 1) for s in shots] == [1.2, 1.2, 1.2]
+
+
+def test_scan_of_reference_frames_only_keeps_foreign_frames_out(tmp_path):
+    """The same cuts from a B-frame encode scanned by reference frames only (scan_frames): each
+    cut within two frames, and a shot whose last frames were never decoded ends after the
+    last frame seen of it, so neither shot holds a frame of the other."""
+    src = tmp_path / "bframes.mp4"
+    run_ffmpeg([
+        "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1.2",
+        "-f", "lavfi", "-i", "smptebars=s=320x240:r=25:d=1.2",
+        "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p",
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "250", "-sc_threshold", "0", str(src),
+    ])  # fmt: skip
+    frames = list(scan_frames(src, width=160, sample_fps=2, reference_only=True))
+    assert len(frames) < 60  # fewer than the 60 frames of the clip were decoded
+    scan = scan_clip(frames, 25.0, threshold=27, min_scene_seconds=0.5, sample_fps=2)
+    assert len(scan.cuts) == 1 and 1.2 <= scan.cuts[0] <= 1.2 + 2 / 25 + 1e-6
+    first, second = shots_from_cuts("c", scan.cuts, scan.duration, scan.ends)
+    assert first.end <= 1.2 + 1e-6 and second.start >= 1.2 - 1e-6
+    assert scan.ends and first.end < second.start  # the skipped frames at the cut are in neither shot
 
 
 def test_scan_finds_the_cuts_of_the_demo_clip(demo_sources):

@@ -18,8 +18,9 @@ import pytest
 from facedag.params import Download
 from facedag.records import Rejected
 from facedag.sources import fetch
-from facedag.sources.fetch import Guard, fetch_source, forbidden_ip, guarded_lookups, make_clip, target_fps, target_size
-from facedag.sources.media import probe
+from facedag.sources.fetch import fetch_source, make_clip, target_fps, target_size
+from facedag.sources.guarded import Guard, forbidden_ip, guarded_lookups
+from facedag.sources.media import constant_rate, cut_clip, probe
 from tests import badinputs as bad
 
 
@@ -63,12 +64,19 @@ def test_rotation_applied(inputs, tmp_path) -> None:
     assert pix == "yuv420p" and not clip.copied
 
 
-def test_vfr_made_constant(inputs, tmp_path) -> None:
+def test_vfr_stored_as_fetched_and_cut_constant(inputs, tmp_path) -> None:
+    """A variable-rate H.264 source is stored as it came (a stream copy, no full re-encode of
+    footage trim will mostly drop); the cut of a kept shot is what makes it constant-rate."""
     clip = _clip(inputs["vfr"], tmp_path)
     _, _, pts = _stream_props(clip.path)
     deltas = [b - a for a, b in itertools.pairwise(pts)]
-    assert max(deltas) - min(deltas) < 1e-3
-    assert clip.info.fps == pytest.approx(30.0) and abs(clip.info.duration - 1.6) < 0.05
+    assert clip.copied and max(deltas) - min(deltas) > 0.05  # 10 fps, then 30 fps, as fetched
+    cut = tmp_path / "cut.mp4"
+    cut_clip(clip.path, cut, 0.0, None, crf=30, preset="ultrafast", fps=constant_rate(30.0))
+    _, _, pts = _stream_props(cut)
+    deltas = [b - a for a, b in itertools.pairwise(pts)]
+    assert max(deltas) - min(deltas) < 1e-3 and probe(cut).fps == pytest.approx(30.0)
+    assert abs(probe(cut).duration - 1.6) < 0.05
 
 
 def test_ten_bit_gray_odd_made_8bit_even(inputs, tmp_path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from facedag.records import Rejected
-from facedag.sources.media import Frame, cut_clip, ffmpeg_exe, iter_frames, probe
+from facedag.sources.media import Frame, cut_clip, ffmpeg_exe, iter_frames, probe, scan_frames
 from tests import badinputs as bad
 
 
@@ -111,3 +113,42 @@ def test_cut_clip_is_exact(inputs: dict, tmp_path) -> None:
     with pytest.raises(Rejected) as err:
         cut_clip(inputs["long"], tmp_path / "e.mp4", 1.0, 1.0)
     assert err.value.reason == "empty_cut"
+
+
+def _with_bframes(folder: Path) -> Path:
+    """2 s at 25 fps, x264 with B-frames (as cameras and video sites encode)."""
+    out = folder / "bframes.mp4"
+    bad.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2", "-c:v", "libx264", "-preset",
+               "veryfast", "-bf", "3", "-g", "50", "-pix_fmt", "yuv420p", f"file:{out}")  # fmt: skip
+    return out
+
+
+def test_scan_frames_reference_only_small_and_sampled(tmp_path) -> None:
+    src = _with_bframes(tmp_path)
+    every = list(scan_frames(src, width=128, sample_fps=2.0, reference_only=False))
+    refs = list(scan_frames(src, width=128, sample_fps=2.0, reference_only=True))
+    assert len(every) == 50 and 10 <= len(refs) < 40  # the B-frames were never decoded
+    assert [f.number for f in every] == list(range(50))
+    assert all(f.number == round(f.time * 25) for f in refs)
+    for frames in (every, refs):
+        assert all(f.small.shape == (96, 128, 3) for f in frames)
+        full = [f for f in frames if f.full is not None]
+        assert all(f.full.shape == (240, 320, 3) for f in full)
+        assert len(full) == 4 and full[0].time == 0.0  # one per half second: at or just after 0, .5, 1, 1.5
+        assert all(abs(f.time - k * 0.5) < 0.15 for k, f in enumerate(full))
+    rgb = next(iter_frames(src)).image  # the small image is the same picture, in BGR
+    assert np.abs(every[0].small[..., ::-1].astype(int).mean() - rgb.astype(int).mean()) < 4
+
+
+def test_scan_frames_rotated_and_damaged(inputs: dict) -> None:
+    frames = list(scan_frames(inputs["rotated"], width=60, sample_fps=1.0))
+    assert frames[0].small.shape == (80, 60, 3) and frames[0].full.shape == (160, 120, 3)
+
+
+def test_scan_frames_reads_past_damage(tmp_path) -> None:
+    src = bad.corrupt_middle(tmp_path)
+    frames = list(scan_frames(src, width=80, sample_fps=2.0, reference_only=False))
+    assert frames[-1].time > 1.8  # on past the damaged middle to the end
+    with pytest.raises(Rejected) as err:
+        list(scan_frames(bad.truncated(tmp_path)))
+    assert err.value.reason == "undecodable"

@@ -27,12 +27,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from facedag.curation.shots import FaceSampler, scan_clip
+from facedag.curation.shots import DETECT_WIDTH, FaceSampler, scan_clip
 from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
 from facedag.params import Download, Extract, Render, Trim
 from facedag.records import Rejected
-from facedag.sources.fetch import make_clip
-from facedag.sources.media import ffmpeg_exe, ffmpeg_input, iter_frames, probe
+from facedag.sources.fetch import Clip, make_clip
+from facedag.sources.media import constant_rate, cut_clip, ffmpeg_exe, ffmpeg_input, iter_frames, probe, scan_frames
 from facedag.swap.render import render_video
 from tests import corpus
 from tests.conftest import REPO
@@ -98,24 +98,34 @@ def _audio_streams(path: Path) -> int:
         return len(container.streams.audio)
 
 
-def check_normalised(path: Path, item: corpus.Item) -> None:
+def check_normalised(clip: Clip, item: corpus.Item, tmp: Path) -> None:
     """What download promises of a stored clip: H.264 yuv420p (8-bit) in mp4, even size, upright,
-    constant frame rate, at most one audio stream, and every frame decodes."""
+    at most one audio stream. A re-encoded clip is constant-rate and every frame decodes; one
+    stored as fetched (a whole conforming source: no full re-encode or decode of footage trim
+    mostly drops) may keep a variable rate or a damaged packet, so trim's scan must read it to
+    the end and a cut of it (what trim makes) must be constant-rate with every frame decoding."""
+    path = clip.path
     info = probe(path)
     assert "mp4" in info.container.split(",") and info.codec == "h264" and info.pix_fmt == "yuv420p"
     assert info.rotation == 0 and info.width % 2 == 0 and info.height % 2 == 0
     assert (info.width, info.height) == item.size
     assert info.has_audio == item.audio and _audio_streams(path) == int(bool(item.audio))
+    if clip.copied:
+        frames = list(scan_frames(path, reference_only=False))
+        assert frames[-1].time >= info.duration - 0.25, "trim's scan does not reach the end of the clip"
+        path = tmp / "cut.mp4"
+        cut_clip(clip.path, path, 0.0, None, crf=30, preset="ultrafast", fps=constant_rate(info.fps))
+        info = probe(path)
     deltas = [b - a for a, b in itertools.pairwise(_video_pts(path))]
     assert not deltas or max(deltas) - min(deltas) < 1e-3, "not a constant frame rate"
-    assert sum(1 for _ in iter_frames(path)) == info.frames, "not every frame of the stored clip decodes"
+    assert sum(1 for _ in iter_frames(path)) == info.frames, "not every frame of the clip decodes"
 
 
 def trim_face_samples(path: Path, sampler: FaceSampler) -> int:
     """How many of trim's samples of the clip hold a usable face (0 = trim rejects it no_face)."""
     info = probe(path)
-    scan = scan_clip(iter_frames(path), info.fps, TRIM.scene_threshold, TRIM.min_shot_seconds, TRIM.sample_fps,
-                     analyze=sampler)  # fmt: skip
+    frames = scan_frames(path, DETECT_WIDTH, TRIM.sample_fps, TRIM.reference_only)
+    scan = scan_clip(frames, info.fps, TRIM.scene_threshold, TRIM.min_shot_seconds, TRIM.sample_fps, analyze=sampler)
     return sum(sample is not None for _, sample in scan.samples)
 
 
@@ -139,7 +149,7 @@ def test_item(name: str, project: Path, files: dict[str, Path], sampler: FaceSam
         assert rejected.value.reason == item.reason, rejected.value.message
         return
     clip = make_clip(uri, None, None, DOWNLOAD, tmp_path / "clips", tmp_path / "work", project)
-    check_normalised(clip.path, item)
+    check_normalised(clip, item, tmp_path)
     if item.stage == "download":
         return
     samples = trim_face_samples(clip.path, sampler)
