@@ -3,7 +3,10 @@ blend masks convert used (data/convert/frames.parquet): flicker ratio, seam, LAB
 landmark error and detect rate (facedag.quality.metrics.VideoQuality). RetinaFace runs on the
 target and on the output: the target's landmarks are the reference for pose and expression
 fidelity, and a swapped frame where RetinaFace no longer finds a face is a broken swap.
-Streamed: frames one at a time, detection in batches.
+Streamed: frames one at a time, detection in batches. With an identity scorer
+(facedag.quality.identity.IdentityScorer), each swapped frame's output face is also embedded
+(SFace, a batch per chunk) and scored against src's and the other identities' mean faces:
+id_retrieval and id_margin in the summary, id_src / id_dst / id_retrieved per frame.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from facedag.quality.identity import IdentityScorer
 from facedag.quality.metrics import VideoQuality
 
 # what a video metric must reach (issue 7's goals; README "Quality you can measure")
@@ -41,6 +45,7 @@ def evaluate_video(
     masks: Iterator[np.ndarray | None],
     detector: Any,
     batch: int = 8,
+    identity: IdentityScorer | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, one row per frame) of the converted video against its target.
 
@@ -56,6 +61,7 @@ def evaluate_video(
         found_t = detector.detect_batch([chunk[i][0] for i in swapped]) if swapped else []
         found_o = detector.detect_batch([chunk[i][1] for i in swapped]) if swapped else []
         dets = {i: (t, o) for i, t, o in zip(swapped, found_t, found_o, strict=True)}
+        to_score: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, output frame, output landmarks)
         for i, (target, output, mask) in enumerate(chunk):
             if i not in dets:
                 rows.append({"frame": len(rows), "swapped": 0, **quality.add(target, output, None)})
@@ -67,7 +73,15 @@ def evaluate_video(
                               output_landmarks=got.landmarks if got is not None else None,
                               output_face_found=got is not None)  # fmt: skip
             rows.append({"frame": len(rows), "swapped": 1, **row})
+            if identity is not None and got is not None:
+                to_score.append((len(rows) - 1, output, got.landmarks))
+        if to_score and identity is not None:
+            scores = identity.score([o for _, o, _ in to_score], [lm for _, _, lm in to_score])
+            for (r, _, _), score in zip(to_score, scores, strict=True):
+                rows[r].update(score)
     summary = quality.result()
+    if identity is not None:
+        summary.update(identity.result())
     summary["goals"] = {k: {"goal": f"<= {v}", "met": summary.get(k) is not None and summary[k] <= v}
                         for k, v in GOALS.items()}  # fmt: skip
     return summary, rows

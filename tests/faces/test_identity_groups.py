@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from facedag.faces.identity_groups import choose_tracks, group_sheet, group_tracks
-
 from tests.stages.test_extract import SAMPLES
 
 VIDEO = SAMPLES / "video_01.mp4"
