@@ -41,9 +41,11 @@ from pathlib import Path
 
 from facedag.curation.target_profile import TargetProfile, not_applicable
 from facedag.curation.target_scan import profile_target
+from facedag.faces.reference import ReferenceError
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, atomic_write_json, write_metrics
 from facedag.stagekit import fresh_dir, identity_main
+from facedag.swap.target_identity import person_for
 
 STAGE = "profile"
 OUT = Path("data") / STAGE
@@ -65,8 +67,12 @@ def run(params: Params, identity: str) -> None:
         profile = not_applicable(identity, cv.swap_to)
     else:
         try:
+            found = person_for(target, cv, params.target.reference)
             profile = profile_target(target, identity, cv, face_size=params.base.face_size, fps=fps,
-                                     max_samples=max_samples)
+                                     max_samples=max_samples, person=found[0] if found else None)
+        except ReferenceError as exc:  # convert fails on it; the profile only says so
+            profile = TargetProfile(identity=identity, applies=True, target=target, policy=cv.policy, complete=False,
+                                    stopped="bad_reference", note=f"target.reference: {exc}")
         except Rejected as exc:
             profile = TargetProfile(identity=identity, applies=True, target=target, policy=cv.policy, complete=False,
                                     stopped=exc.reason, note=f"the target cannot be read: {exc.message}")

@@ -136,6 +136,7 @@ class IdentityChoice:
     kept: set[int]
     similarity: dict[int, float | None]  # per track: cosine to the reference / the kept group's centre
     report: dict[str, Any]
+    centre: np.ndarray | None  # the person's mean embedding (reference or kept group); None: nobody embedded
 
 
 def choose_tracks(tracks: dict[int, dict[str, Any]], threshold: float, reference: np.ndarray | None = None,
@@ -196,7 +197,7 @@ def choose_tracks(tracks: dict[int, dict[str, Any]], threshold: float, reference
         "faces_kept": sum(tracks[t]["faces"] for t in kept),
         "faces_total": sum(tracks[t]["faces"] for t in ids),
     }
-    return IdentityChoice(kept, similarity, report)
+    return IdentityChoice(kept, similarity, report, centre)
 
 
 def group_sheet(report: dict[str, Any], tracks: dict[int, dict[str, Any]], per_group: int = 8,
