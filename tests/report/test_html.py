@@ -31,8 +31,10 @@ from tests.conftest import TINY, VENV_BIN, deep_update, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 IDS = ["src", "dst"]
-PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps"]
-GLOBAL = ["summary", "curves", "timelapse", "quality", "before-after", "provenance"]
+PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps",
+                "identity-groups"]
+GLOBAL = ["summary", "curves", "timelapse", "quality", "target-identity", "identity-curve", "before-after",
+          "provenance"]
 
 # The stage as proposed for dvc.yaml (added to the temp project's dvc.yaml until the real one has it).
 REPORT_STAGE = """
@@ -255,7 +257,7 @@ def test_partial_run_gives_notes_not_a_crash(project: Path, tmp_path: Path) -> N
     empty.mkdir()
     index = write_report(empty, tmp_path / "r1", IDS, "data/demo/target.mp4")
     page = parse(index)
-    assert [k for k, _, _ in page.sections][-5:] == GLOBAL[1:]
+    assert [k for k, _, _ in page.sections][-len(GLOBAL[1:]) :] == GLOBAL[1:]
     assert not any(srcs for _, srcs, _ in page.sections)
     for key, _, notes in page.sections:
         if key != "summary":
