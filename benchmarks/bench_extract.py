@@ -54,12 +54,15 @@ def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
     ex, al, base = ex or Extract(), Align(), Base()
     landmarker = LANDMARKERS.get(al.landmarker)()
     detector = FaceDetector(ex.score_threshold, ex.min_size, ex.detect_max_side, max_batch=ex.batch)
-    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
+    identity = identity_work(ex)  # policy identity: every face tracked, a few per track embedded
+    follower = FaceFollower("all" if identity else ex.policy, ex.iou_threshold, ex.track_max_gap)
     frames = faces = 0
     t = time.perf_counter()
     for frame, chosen in follow_faces(iter_frames(path, fps=ex.fps), detector, follower, ex.batch):
         frames += 1
         for det, _track in chosen:
+            if identity:
+                identity[0].add(_track, frame.time, frame.image, det.landmarks, det.size)
             crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
             data = encode_image(crop, "jpg", 95)
             aligned, _m, _feats = align_face_row(
@@ -67,7 +70,19 @@ def extract_pass(path: Path, ex: Any = None) -> tuple[int, int, float]:
             )
             encode_image(aligned, al.image_format, al.jpeg_quality)
             faces += 1
+    if identity:
+        identity[0].finish(identity[1])
     return frames, faces, time.perf_counter() - t
+
+
+def identity_work(ex: Any) -> tuple[Any, Any] | None:
+    """(TrackSampler, Embedder) for policy identity (the model loaded before the clock starts), else None."""
+    if ex.policy != "identity":
+        return None
+    from facedag.faces.identity import Embedder
+    from facedag.faces.identity_groups import TrackSampler
+
+    return TrackSampler(ex.identity_interval, ex.identity_per_track), Embedder()
 
 
 def _concat(src: Path, dst: Path, times: int) -> None:
