@@ -347,6 +347,18 @@ class Params(BaseModel):
     render: Render = Render()
     evaluate: Evaluate = Evaluate()
 
+    @model_validator(mode="after")
+    def _references_need_identity_policy(self) -> Params:
+        """A reference is only read under policy identity: anything else would silently ignore it."""
+        for name, ident in self.identities.items():
+            if ident.reference is not None and self.extract.policy != "identity":
+                raise ValueError(f"identities.{name}.reference is set, so extract.policy must be identity "
+                                 f"(it is {self.extract.policy})")  # fmt: skip
+        if self.target.reference is not None and self.convert.policy != "identity":
+            raise ValueError(f"target.reference is set, so convert.policy must be identity "
+                             f"(it is {self.convert.policy})")  # fmt: skip
+        return self
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; raise StageFailed with one line naming the bad key."""
@@ -362,4 +374,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         first = exc.errors()[0]
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise StageFailed(f"{path}: {key}: {first['msg']}{more}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise StageFailed(f"{path}: {key + ': ' if key else ''}{msg}{more}") from None

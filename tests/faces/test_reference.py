@@ -63,3 +63,24 @@ def test_params_forms() -> None:
     for bad in ("group:three", ["group:1", "a.png"], {"uri": "a.mp4", "time": -1}):
         with pytest.raises(ValidationError):
             adapter.validate_python(bad)
+
+
+def test_a_reference_needs_policy_identity(tmp_path: Path) -> None:
+    import yaml
+
+    from facedag.params import load_params
+    from facedag.records import StageFailed
+    from tests.stages.test_extract import REPO
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["identities"]["src"]["reference"] = "group:2"
+    data["extract"]["policy"] = "largest"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(StageFailed, match=r"params.yaml: identities.src.reference is set, so extract.policy must be"):
+        load_params(tmp_path / "params.yaml")
+    data["extract"]["policy"] = "identity"
+    data["target"]["reference"] = [{"uri": "t.mp4", "time": 3}]
+    data["convert"]["policy"] = "center"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(StageFailed, match=r"target.reference is set, so convert.policy must be identity"):
+        load_params(tmp_path / "params.yaml")
