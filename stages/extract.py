@@ -170,6 +170,9 @@ def run(params: Params, identity: str) -> None:
     if faces == 0:
         with space_guard(rejections.path):
             rejections.close()
+        if person is not None:  # the clips' parts stay: a corrected reference reruns in seconds
+            raise StageFailed(f"no track of {len(person.report['tracks'])} matches identities.{identity}.reference "
+                              f"(see {out / 'identity.png'} and pick a group: reference: group:N)")  # fmt: skip
         resume.clear()
         raise StageFailed(f"no face found in {len(clips)} clip(s) ({frames_sampled} frames sampled)")
     table = out / "faces.parquet"

@@ -95,3 +95,29 @@ def test_group_reference_keeps_that_group(by_reference: tuple[Path, tuple[float,
     proc = run_stage(root, "extract")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "identities.src.reference" in lines[0] and "group:9" in lines[0]
+
+
+def test_a_reference_nobody_matches_fails_and_keeps_the_work(tmp_path: Path) -> None:
+    """Someone who is not in the footage: one line, no faces.parquet; the clips' parts stay, so
+    the run with a corrected reference resumes instead of detecting again."""
+    import yaml
+
+    from tests.faces.test_identity import portraits
+
+    stranger = tmp_path / "stranger.png"
+    cv2.imwrite(str(stranger), cv2.cvtColor(portraits()["astronaut"], cv2.COLOR_RGB2BGR))
+    root = make_project(tmp_path / "p", {"video_01.mp4": VIDEO}, extract=EXTRACT)
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    data["identities"]["src"]["reference"] = str(stranger)
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = run_stage(root, "extract")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "matches identities.src.reference" in lines[0]
+    assert not (root / "data/extract/src/faces.parquet").exists()
+    assert set(rejected(root, "extract").values()) == {"other_identity"}
+    data["identities"]["src"]["reference"] = "group:1"
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = run_stage(root, "extract")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming: 1 of 1 clips done" in proc.stdout
+    assert len(pd.read_parquet(root / "data/extract/src/faces.parquet")) > 0
