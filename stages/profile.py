@@ -14,8 +14,10 @@ and a target change reruns this cheap stage, and the data half only where the pr
 
 Reads  target.uri (ID = convert.swap_to only); params base.face_size, profile.fps,
        profile.max_samples, and convert's detector and follower (swap_to, score_threshold,
-       min_size, policy, iou_threshold, track_max_gap, detect_max_side): the face is found as
-       convert will find it
+       min_size, policy, iou_threshold, track_max_gap, detect_max_side, identity_threshold) and
+       target.reference: the face is found as convert will find it (with policy identity, the
+       person of target.reference or the target's largest identity group,
+       facedag.swap.target_identity)
 Writes data/profile/ID/
          target.json     facedag.curation.target_profile.TargetProfile.to_dict: version, identity,
                          applies, note, target, policy, fps (sampled), duration, frames_sampled,
@@ -26,7 +28,7 @@ Writes data/profile/ID/
          metrics.json    applies, frames_sampled, faces, complete
          rejected.jsonl  the target, when it cannot be read or its decode stopped early
                          (facedag.sources.media's reason codes: not_found, not_a_video, undecodable,
-                         timeout, ...)
+                         timeout, ...), or `bad_reference` when target.reference cannot be used
 
 The profile is advice for curation, so a target that cannot be read, or shows no face, does
 not stop the data half: the profile then has no faces, trim and dedupe curate unweighted and
