@@ -114,8 +114,10 @@ def target_person(params: Params, out: Path) -> TargetPerson | None:
         print(f"[{STAGE}] target: {len(groups)} identity group(s) ({', '.join(str(g['faces']) for g in groups)} "
               f"faces sampled); replacing {report['mode']}: group(s) {[g['group'] for g in groups if g['kept']]}",
               flush=True)  # fmt: skip
-    atomic_write_json(out / "identity.json", report)
-    atomic_write_bytes(out / "identity.png", encode_image(sheet, "png"))
+    with space_guard(out / "identity.json"):
+        atomic_write_json(out / "identity.json", report)
+    with space_guard(out / "identity.png"):
+        atomic_write_bytes(out / "identity.png", encode_image(sheet, "png"))
     return None if found is None else found[0]
 
 

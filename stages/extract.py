@@ -217,8 +217,10 @@ def run(params: Params, identity: str) -> None:
 
 def write_identity(out: Path, report: dict[str, Any], tracks: dict[int, dict[str, Any]]) -> None:
     """identity.json and its contact sheet identity.png (one row per group)."""
-    atomic_write_json(out / "identity.json", report)
-    atomic_write_bytes(out / "identity.png", encode_image(group_sheet(report, tracks), "png"))
+    with space_guard(out / "identity.json"):
+        atomic_write_json(out / "identity.json", report)
+    with space_guard(out / "identity.png"):
+        atomic_write_bytes(out / "identity.png", encode_image(group_sheet(report, tracks), "png"))
 
 
 def choose_person(params: Params, identity: str, records: list[dict[str, Any]], embedder: Embedder, out: Path,
