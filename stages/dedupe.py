@@ -17,7 +17,7 @@ Writes data/dedupe/ID/
                            contact sheet of kept faces (facedag.report.figures.dedupe_figure)
          target_gaps.json  the target's poses and lighting against the training faces
                            (facedag.curation.target_profile.gap_report)
-         metrics.json      faces_in, undecodable, blurry, duplicates, near_holdout, over_budget,
+         metrics.json      faces_in, undecodable, identity_outliers, blurry, duplicates, near_holdout, over_budget,
                            kept, faces_holdout, shots, shots_holdout, clips_holdout, no_holdout,
                            bins_covered, bins_total, entropy_bits (kept), entropy_bits_in
                            (all decodable faces), evenness, and the target_* figures
@@ -37,7 +37,12 @@ the target: coverage figures in metrics.json, and one log line and one entry of
 target_gaps.json per region that holds >= 5 % of the target's frames and fewer than
 `dedupe.target_gap_faces` training faces ("... src has 2 faces there (9 before dedupe)").
 
-Reason codes: `blurry`, `near_duplicate` (message names the kept face), `near_holdout` (a
+Who the faces are: before anything else, faces whose SFace embedding is far from the
+identity's mean (cosine below `dedupe.identity_outlier`; -1 turns it off) are dropped as
+`identity_outlier` (facedag.curation.identity_outliers): someone else who slipped into a track,
+a misdetection. metrics.json counts them (`identity_outliers`).
+
+Reason codes: `identity_outlier`, `blurry`, `near_duplicate` (message names the kept face), `near_holdout` (a
 training face that nearly copies a face of a held-out shot), `over_budget` (a valid face that
 the balanced budget left out), `undecodable_image` (image bytes that do not decode). Messages
 of held-out faces say so. Fails with one line when no training face is kept.
@@ -55,7 +60,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from facedag.curation.coverage import pose_light_grid, summary
-from facedag.curation.dedupe import choose, reasons, scan_faces, shot_of_clip, write_split
+from facedag.curation.dedupe import FaceScan, choose, reasons, scan_faces, shot_of_clip, write_split
+from facedag.curation.identity_outliers import drop_faces, identity_check
 from facedag.curation.target_profile import (
     cell_weights,
     gap_metrics,
@@ -64,6 +70,7 @@ from facedag.curation.target_profile import (
     log_lines,
     target_regions,
 )
+from facedag.faces.identity import Embedder
 from facedag.params import Params
 from facedag.records import Rejections, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.report.figures import dedupe_figure
@@ -96,6 +103,10 @@ def run(params: Params, identity: str) -> None:
     if not scan.ids:
         rejected.close()
         raise StageFailed(f"no decodable face in {src} ({scan.faces_in} rows)")
+    scan, outliers = drop_identity_outliers(source, scan, p.identity_outlier, rejected)
+    if not scan.ids:
+        rejected.close()
+        raise StageFailed(f"every face of {src} is an identity outlier (see {rejected.path})")
     table = scan.table()
     selection = Path("data/trim") / identity / "selection.parquet"
     shot_map = shot_of_clip(selection)
@@ -121,7 +132,8 @@ def run(params: Params, identity: str) -> None:
     after = {c: v[kept] for c, v in before.items()}
     counts = {
         "faces_in": scan.faces_in,
-        "undecodable": scan.faces_in - len(scan.ids),
+        "undecodable": scan.faces_in - len(scan.ids) - outliers,
+        "identity_outliers": outliers,
         "blurry": result.count("blurry"),
         "duplicates": result.count("near_duplicate"),
         "near_holdout": result.count("near_holdout"),
@@ -154,7 +166,8 @@ def run(params: Params, identity: str) -> None:
     })  # fmt: skip
     rejected.close()
     unit = "shots" if shot_map is not None else f"clips (no usable {selection}: each clip counts as a shot)"
-    print(f"dedupe@{identity}: kept {kept.size} of {scan.faces_in} faces ({counts['blurry']} blurry, "
+    print(f"dedupe@{identity}: kept {kept.size} of {scan.faces_in} faces ({outliers} identity outliers, "
+          f"{counts['blurry']} blurry, "
           f"{counts['duplicates']} near-duplicates, {counts['near_holdout']} near-copies of held-out faces, "
           f"{counts['over_budget']} over budget), {cov['cells_covered']} of {cov['cells_total']} bins; "
           f"held out {counts['faces_holdout']} faces of {len(held_shots)} of {len(set(shots))} {unit}", flush=True)
@@ -168,6 +181,19 @@ def run(params: Params, identity: str) -> None:
         print(f"dedupe@{identity}: warning: no held-out set ({why}): training will score its checkpoints on "
               "training faces (holdout_is_train), which measures memorisation, not quality",
               file=sys.stderr, flush=True)
+
+
+def drop_identity_outliers(source: pq.ParquetFile, scan: FaceScan, threshold: float,
+                           rejected: Rejections) -> tuple[FaceScan, int]:  # fmt: skip
+    """The scan without the faces far from the identity's mean face (module doc), and their count."""
+    if threshold <= -1:
+        return scan, 0
+    check = identity_check(source, scan, threshold, Embedder())
+    for i in np.flatnonzero(check.outlier):
+        rejected.add(scan.ids[i], "identity_outlier",
+                     f"SFace cosine {check.similarity[i]:.3f} to the identity's mean face, below "
+                     f"dedupe.identity_outlier {threshold:g}: someone else, or not a face")  # fmt: skip
+    return drop_faces(scan, check.outlier), int(check.outlier.sum())
 
 
 if __name__ == "__main__":

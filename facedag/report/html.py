@@ -683,6 +683,8 @@ figcaption{font-size:12px;color:#444}
 def build_page(root: Path, identities: Sequence[str], target: str | None, images: Images, out: Path) -> tuple[str,
                                                                                                            list[str]]:
     """The report's HTML (and the parts that could not be built), images stored through `images`."""
+    from facedag.report import identity as who  # it builds on this module's helpers
+
     rep = Report(root, images, out)
     rep.heading("Summary", "summary")
     rep.section("summary", "The run in numbers", lambda: _summary(rep, identities))
@@ -697,12 +699,15 @@ def build_page(root: Path, identities: Sequence[str], target: str | None, images
         rep.section("trim-coverage", f"{name}: trim coverage", lambda n=name: _coverage(rep, n))
         rep.section("target-gaps", f"{name}: the target's poses and lighting it covers",
                     lambda n=name: _target_gaps(rep, n))
+        rep.section("identity-groups", f"{name}: who is in the footage", lambda n=name: who.identity_groups(rep, n))
     rep.heading("Training", "training")
     rep.section("curves", "Loss and held-out SSIM", lambda: _curves(rep))
     rep.section("timelapse", "Preview timelapse", lambda: _previews(rep))
     rep.heading("Output", "output")
     rep.section("quality", "Quality in numbers", lambda: _quality(rep))
     rep.section("frame-curves", "The output frame by frame", lambda: _frame_curves(rep))
+    rep.section("target-identity", "Who is replaced in the target", lambda: who.target_identity(rep))
+    rep.section("identity-curve", "Does the output look like src?", lambda: who.identity_curve(rep))
     rep.section("before-after", "Before and after", lambda: _before_after(rep, target))
     rep.section("provenance", "Provenance record", lambda: _provenance(rep))
 

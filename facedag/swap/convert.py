@@ -86,6 +86,7 @@ from facedag.resume import ResumeDir, fault_point, space_guard
 from facedag.sources.media import EncoderPipe, Frame, ffmpeg_input, iter_frames, probe
 from facedag.swap.blend import face_mask, match_colour, paste
 from facedag.swap.frames import CONVERT_SCHEMA, encode_mask
+from facedag.swap.target_identity import TargetPerson, follower_policy, person_for
 from facedag.tables import TableWriter
 
 Swap = Callable[[np.ndarray], np.ndarray]
@@ -362,7 +363,7 @@ class _ResumedFollower(FaceFollower):
     convert then still find and follow faces through the same follow_faces."""
 
     def __init__(self, cfg: Convert, state: dict[str, Any] | None) -> None:
-        super().__init__(cfg.policy, cfg.iou_threshold, cfg.track_max_gap)
+        super().__init__(follower_policy(cfg.policy), cfg.iou_threshold, cfg.track_max_gap)
         self._saved = state
 
     def reset(self) -> None:
@@ -476,6 +477,7 @@ def convert_video(
     resume: ResumeDir | None = None,
     chunk_frames: int = CHUNK_FRAMES,
     landmarker: str = "retinaface",
+    person: TargetPerson | None = None,
 ) -> ConvertStats:
     """Swap the followed face in every frame of `target`; write `out_video` (and `table`).
 
@@ -489,6 +491,9 @@ def convert_video(
         everything that decides the result. Without it a temp folder is used.
     chunk_frames: frames per chunk (rounded up to a multiple of the detector batch).
     landmarker: the kind that places each target face's landmarks (align's `align.landmarker`).
+    person: with `cfg.policy` identity, which tracks are the replaced person
+        (facedag.swap.target_identity; default: the target's largest identity group); its
+        decisions are carried across chunks.
     The caller writes atomically (out paths are temp paths from facedag.records.atomic_path)
     and clears `resume` once they are in place. Raises Rejected from facedag.sources.media when the
     target cannot be read, and StageFailed ("no space left on device while writing <path>")
@@ -500,6 +505,8 @@ def convert_video(
     group = min(cfg.batch, 16)  # frames per detector call
     chunk = group * max(1, -(-int(chunk_frames) // group))
     deadline = time.monotonic() + (timeout if timeout is not None else 120.0 + 2.0 * info.frames)
+    if person is None and cfg.policy == "identity":
+        person = person_for(target, cfg, None)[0]  # type: ignore[index]
     with _work_dir(resume, out_video) as work:
         names = _committed(work)
         state = work.get_json(f"{names[-1]}.json") if names else None
@@ -513,7 +520,8 @@ def convert_video(
             )
             with space_guard(work.path), LANDMARKERS.get(landmarker)() as marks:
                 _convert_chunks(target, work, state, stats, swap, face_size, cfg, detector, chunk, info.frames,
-                                rate, (info.width, info.height), deadline, on_frame, keep_alpha, marks)  # fmt: skip
+                                rate, (info.width, info.height), deadline, on_frame, keep_alpha, marks,
+                                person)  # fmt: skip
             names = _committed(work)
         if stats.frames == 0:
             raise Rejected("undecodable", "no video frame decodes")
@@ -530,7 +538,7 @@ def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict
                     stats: ConvertStats, swap: Swap, face_size: int, cfg: Convert, detector: FaceDetector,
                     chunk: int, total: int, rate: Fraction, size: tuple[int, int], deadline: float,
                     on_frame: Callable[[FrameResult], None] | None, keep_alpha: bool,
-                    landmarker: Landmarker) -> None:  # fmt: skip
+                    landmarker: Landmarker, person: TargetPerson | None = None) -> None:  # fmt: skip
     """Convert the frames after the last committed chunk, committing a chunk every `chunk` frames."""
     start = state["next_frame"] if state is not None else 0
     seconds_before = stats.seconds
@@ -554,6 +562,9 @@ def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict
         _load_smoother(core.smoother, state["smoother"])
     follower = _ResumedFollower(cfg, state["follower"] if state is not None else None)
     found = follow_faces(_frames_from(target, start, state), detector, follower, min(cfg.batch, 16))
+    if person is not None:
+        person.load(state.get("person") if state is not None else None)
+        found = person.filter(found)
     items = iter(progress(found, total=max(total - start, 1), desc="convert", unit="frame"))
     for first, chosen in items:  # the first frame of a chunk
         name = f"chunk-{first.index // chunk:06d}"
@@ -587,6 +598,6 @@ def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict
             "chunk": first.index // chunk, "first_frame": first.index, "frames": frame.index - first.index + 1,
             "next_frame": frame.index + 1, "last_time": frame.time, "last_sha256": last_sha, "end": end,
             "follower": _follower_state(follower), "smoother": _smoother_state(core.smoother),
-            "stats": _stats_state(stats),
+            "stats": _stats_state(stats), "person": person.state() if person is not None else None,
         })  # fmt: skip
         fault_point("convert", "chunk_done")

@@ -31,8 +31,10 @@ from tests.conftest import TINY, VENV_BIN, deep_update, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 IDS = ["src", "dst"]
-PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps"]
-GLOBAL = ["summary", "curves", "timelapse", "quality", "frame-curves", "before-after", "provenance"]
+PER_IDENTITY = ["pose-lighting", "kept-faces", "rejected-faces", "stage-rejections", "trim-coverage", "target-gaps",
+                "identity-groups"]
+GLOBAL = ["summary", "curves", "timelapse", "quality", "frame-curves", "target-identity", "identity-curve",
+          "before-after", "provenance"]
 
 # The stage as proposed for dvc.yaml (added to the temp project's dvc.yaml until the real one has it).
 REPORT_STAGE = """
