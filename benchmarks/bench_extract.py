@@ -4,8 +4,10 @@ Figures (see benchmarks/common.py for the format):
 - `extract_fps`: frames per second through the whole per-frame work of extract and align,
   in-process with the stages' own functions and the shipped `extract`/`base`/`align` defaults:
   decode (PyAV) + detect (RetinaFace, batched) + pick/track + loose crop + crop JPEG encode
-  and decode + landmarks (the dense mesh) + align warp + pose + features + aligned JPEG
-  encode, every frame at the native rate. Baseline `decode_fps`: decoding alone
+  (every followed face: under `extract.policy: identity` every face, a few per track embedded
+  by SFace and the tracks grouped by identity) + crop decode + landmarks (the dense mesh) +
+  align warp + pose + features + aligned JPEG encode (the kept person's faces, as align sees
+  them), every frame at the native rate. Baseline `decode_fps`: decoding alone
   (`facedag.sources.media.iter_frames`), the ceiling. Beside it, `fps_at_detect_max_side_640`:
   the same with detection at the clip's full size.
 - `extract_fps_dense_vs_five_points`: the same path with dense landmarks and identity, baseline
@@ -54,6 +56,7 @@ def extract_pass(path: Path, ex: Any = None, landmarker: str | None = None) -> t
     shipped default when None)."""
     from facedag.faces.align import loose_crop
     from facedag.faces.detect import FaceDetector, FaceFollower, follow_faces
+    from facedag.faces.identity_groups import choose_tracks
     from facedag.faces.landmarkers import LANDMARKERS
     from facedag.faces.measure import measure_face
     from facedag.params import Align, Base, Extract
@@ -67,18 +70,26 @@ def extract_pass(path: Path, ex: Any = None, landmarker: str | None = None) -> t
     frames = faces = 0
     with LANDMARKERS.get(landmarker or al.landmarker)() as marks:
         t = time.perf_counter()
+        # extract's work: every followed face cropped and stored (JPEG); identity samples a few per track
+        stored: list[tuple[int, bytes, Any, Any, tuple[int, int]]] = []
         for frame, chosen in follow_faces(iter_frames(path, fps=ex.fps), detector, follower, ex.batch):
             frames += 1
             for det, track in chosen:
                 if identity:
                     identity[0].add(track, frame.time, frame.image, det.landmarks, det.size)
                 crop, cm = loose_crop(frame.image, det.landmarks, base.face_size)
-                crop = decode_image(encode_image(crop, "jpg", 95))
-                face = measure_face(crop, cm, det.landmarks, frame.image.shape[:2], base.face_size, marks)
-                encode_image(face.image, al.image_format, al.jpeg_quality)
-                faces += 1
-        if identity:
-            identity[0].finish(identity[1])
+                stored.append((track, encode_image(crop, "jpg", 95), cm, det.landmarks, frame.image.shape[:2]))
+        kept = None
+        if identity:  # the person's tracks (the largest group): only their faces reach align
+            kept = choose_tracks({int(k): v for k, v in identity[0].finish(identity[1]).items()},
+                                 ex.identity_threshold).kept  # fmt: skip
+        # align's work on the kept faces: landmarks, alignment, measures, the aligned image
+        for track, data, cm, points, shape in stored:
+            if kept is not None and track not in kept:
+                continue
+            face = measure_face(decode_image(data), cm, points, shape, base.face_size, marks)
+            encode_image(face.image, al.image_format, al.jpeg_quality)
+            faces += 1
         return frames, faces, time.perf_counter() - t
 
 

@@ -182,7 +182,7 @@ def test_stage_builds_the_report_of_a_real_run(project: Path) -> None:
                     (project / "data" / "dedupe" / name / "rejected.jsonl").read_text().splitlines() if line]
         shown = min(len(rejected), report_html.REJECTED_PER_REASON * len({r["reason"] for r in rejected}))
         assert len(by_key["rejected-faces"][i][0]) == shown  # every rejected face shown has its image
-        assert metrics["over_budget"] > 0, f"max_faces should leave faces out, so the rejected sheet has tiles: {metrics}"
+        assert metrics["over_budget"] > 0, f"max_faces leaves faces out, so the rejected sheet has tiles: {metrics}"
     html_text = (report / "index.html").read_text()
     assert "over_budget" in html_text and "already has sharper faces" in html_text  # reasons and their messages
 
