@@ -116,8 +116,9 @@ def setup(workdir: Path, train_minutes: float) -> Path:
     return root
 
 
-def sweep(workdir: Path, out: Path) -> dict[str, Any]:
-    """One experiment per setting; their evaluate_video metrics as a table."""
+def sweep(workdir: Path, out: Path, only: list[str] | None = None) -> dict[str, Any]:
+    """One experiment per setting (those named in `only`, else all); their evaluate_video metrics
+    as a table."""
     root = workdir / "project"
     _copy_code(root)
     project = yaml.safe_load((root / "params.yaml").read_text())
@@ -133,10 +134,15 @@ def sweep(workdir: Path, out: Path) -> dict[str, Any]:
     data = [f"{step}@{ident}" for step in ("profile", "dedupe") for ident in ("src", "dst")]
     print(_run(root, str(VENV_BIN / "dvc"), "repro", *data)[-1500:], flush=True)
     _run(root, str(VENV_BIN / "dvc"), "commit", "--force", "train", "evaluate_model")
+    # and frozen, so that no experiment retrains it, whatever it decides about train's deps
+    # (DVC cannot freeze `foreach` stages; the data stages were just reproduced)
+    _run(root, str(VENV_BIN / "dvc"), "freeze", "train", "evaluate_model")
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "code", "--allow-empty")
     rows = []
     for name, changes in SETTINGS:
+        if only and name not in only:
+            continue
         started = time.monotonic()
         sets = [arg for key, value in changes.items() for arg in ("-S", f"{key}={value}")]
         exp = "sweep-" + "".join(c if c.isalnum() else "-" for c in name)
@@ -202,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument("--train-minutes", type=float, default=25.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "sweep.json")
+    parser.add_argument("--only", action="append", help="run only this setting (repeatable), e.g. 'mask hull'")
     args = parser.parse_args(argv)
     if args.phase == "setup":
         setup(args.workdir, args.train_minutes)
     else:
-        sweep(args.workdir, args.out)
+        sweep(args.workdir, args.out, args.only)
     return 0
 
 
