@@ -38,7 +38,8 @@ from tests.stages.test_extract import make_clip, portrait
 from tests.stages.test_extract import make_project as make_extract_project
 from tests.swap.test_convert import make_target
 
-CFG = Convert(batch=4)  # detector groups of 4 frames
+CFG = Convert(batch=4, policy="largest")  # detector groups of 4 frames; the IoU follower whose state crosses chunks
+# (policy identity carries its per-track decisions in the same chunk state; not covered here)
 CHUNK = 8  # 35 frames -> 5 chunks; boundaries at 8, 16, 24 fall inside the face's track
 
 
@@ -175,8 +176,8 @@ from facedag.resume import ResumeDir
 target, out, root = sys.argv[1:4]
 resume = ResumeDir.open("convert", {"target": target, "test": "resume"}, root=root)
 seen = []
-convert_video(target, out + ".mkv", lambda faces: 255 - faces, 64, Convert(batch=4), table=out + ".parquet",
-              on_frame=lambda r: seen.append(r.index), resume=resume, chunk_frames=8)
+convert_video(target, out + ".mkv", lambda faces: 255 - faces, 64, Convert(batch=4, policy="largest"),
+              table=out + ".parquet", on_frame=lambda r: seen.append(r.index), resume=resume, chunk_frames=8)
 print("converted frames", seen[0], "to", seen[-1])
 """
 

@@ -53,7 +53,7 @@ KILLS = {  # stage: its FACEDAG_FAULT point and count; the @dst variants run the
     "report": "replace:1",
 }
 RESUMED = {  # what the rerun of a resumable stage says
-    "extract@src": "resuming: 1 of 3 clips done",
+    "extract@src": "resuming: 1 of 2 clips done",
     "train": "resumed from step 6",
     "convert": "resuming: 2 of ~4 chunks done",
 }
