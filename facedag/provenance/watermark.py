@@ -64,19 +64,26 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facedag.provenance import registration
+
 ID_BYTES = 6
 CRC_BYTES = 2
 PAYLOAD_BYTES = ID_BYTES + CRC_BYTES
 PAYLOAD_BITS = 8 * PAYLOAD_BYTES
 DEFAULT_KEY = b"facedag-watermark-v1"
 # What output.json records as the method: names this scheme and its version (bump with any change
-# that makes old marks unreadable: GRID, PERIOD, SIGN_CHANGES, the code, the layout rules)
-METHOD = "facedag-luma-ss-v1"
+# that makes old marks unreadable: GRID, TILE, TILES_SHORT, PERIOD, SIGN_CHANGES, the code, the
+# layout rules). v1 (the frame-relative grid) is still read; render embeds v2 (the tiled one).
+METHOD_V1 = "facedag-luma-ss-v1"
+METHOD = "facedag-luma-ss-v2"
 
 GRID = (36, 48)  # cells (rows, cols), whatever the frame size
 PERIOD = 64  # length of the keyed frame sign sequence: the detector searches all its shifts
 SIGN_CHANGES = 16  # sign changes per PERIOD: more read faster, fewer cost x264 fewer bits (see module doc)
 PILOT_FRACTION = 0.25
+TILE = 24  # v2: cells per side of the square tile that repeats over the frame
+TILES_SHORT = 3  # v2: tiles along the frame's shorter side (a 640x480 frame holds 4 x 3 tiles of 160 px)
+PILOT_FRACTION_V2 = 0.3  # v2: a larger share of pilots, the tile's 576 cells being fewer than GRID's
 DEFAULT_STRENGTH = 1.0  # mark amplitude (luma levels) on flat areas
 MAX_GAIN = 3.0  # amplitude on busy areas, as a multiple of strength
 THRESHOLD = 6.0  # pilot z-score from which a video counts as marked (with a valid CRC)
@@ -88,6 +95,7 @@ _K = 7  # constraint length of the convolutional code
 _GENERATORS = (0o133, 0o171, 0o165)
 _TAIL = _K - 1
 CODE_BITS = (PAYLOAD_BITS + _TAIL) * len(_GENERATORS)
+_V2 = "v2 "  # prefix of the v2 layout's key labels: v1 and v2 chips are independent
 
 
 # --- payload and error correction -------------------------------------------------------------
@@ -200,20 +208,26 @@ def _keyed_permutation(key: bytes, label: str, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Everything the key decides: chips, which cell carries what, the frame signs."""
+    """Everything the key decides: chips, which cell carries what, the frame signs.
+
+    v1: the GRID of cells spread over the whole frame. v2: the TILE x TILE tile that repeats; its
+    chips and cells come from labels of their own, the frame signs are v1's (same key, same
+    temporal keying)."""
 
     chips: np.ndarray  # (cells,) +-1 int8
     pilot: np.ndarray  # (cells,) bool
     bit_of_cell: np.ndarray  # (cells,) int: the code bit a data cell carries, -1 for pilot cells
     signs: np.ndarray  # (PERIOD,) +-1 int8, SIGN_CHANGES changes per cycle
+    shape: tuple[int, int]  # (rows, cols) of the cells
 
     @classmethod
     @functools.lru_cache(maxsize=8)
-    def from_key(cls, key: bytes) -> _Layout:
+    def from_key(cls, key: bytes, version: int = 1) -> _Layout:
         """The layout of `key` (cached: read-only arrays shared by every Embedder of the key)."""
-        cells = GRID[0] * GRID[1]
-        order = _keyed_permutation(key, "cells", cells)
-        n_pilot = round(PILOT_FRACTION * cells)
+        shape, fraction, label = (GRID, PILOT_FRACTION, "") if version == 1 else ((TILE, TILE), PILOT_FRACTION_V2, _V2)
+        cells = shape[0] * shape[1]
+        order = _keyed_permutation(key, f"{label}cells", cells)
+        n_pilot = round(fraction * cells)
         pilot = np.zeros(cells, bool)
         pilot[order[:n_pilot]] = True
         bit_of_cell = np.full(cells, -1, np.int64)
@@ -221,17 +235,53 @@ class _Layout:
         flips = np.ones(PERIOD, np.int8)
         flips[_keyed_permutation(key, "frames", PERIOD)[:SIGN_CHANGES]] = -1
         signs = np.cumprod(flips).astype(np.int8)  # SIGN_CHANGES (even) changes per cycle, at keyed frames
-        arrays = (_keyed_signs(key, "chips", cells), pilot, bit_of_cell, signs)
+        arrays = (_keyed_signs(key, f"{label}chips", cells), pilot, bit_of_cell, signs)
         for array in arrays:
             array.setflags(write=False)
-        return cls(*arrays)
+        return cls(*arrays, shape)
 
     def cell_signs(self, code: np.ndarray) -> np.ndarray:
         """The +-1 value of every cell for codeword `code`: chip x (pilot: +1, data: 2*bit-1)."""
         value = np.ones(self.chips.shape, np.int8)
         data = ~self.pilot
         value[data] = 2 * code[self.bit_of_cell[data]].astype(np.int8) - 1
-        return (self.chips * value).reshape(GRID)
+        return (self.chips * value).reshape(self.shape)
+
+    def pilot_z(self, cells: np.ndarray) -> float:
+        """The pilot z-score of cell values in this layout: sum(chip x v) / sqrt(sum(v^2)) over pilots."""
+        v = cells[self.pilot]
+        return float(np.dot(self.chips[self.pilot], v) / max(math.sqrt(float(np.dot(v, v))), 1e-12))
+
+    def decode(self, cells: np.ndarray) -> tuple[str | None, int]:
+        """(mark id or None when the CRC fails, code bits the error correction fixed) from cell values."""
+        despread = cells * self.chips
+        data = ~self.pilot
+        soft = np.bincount(self.bit_of_cell[data], weights=despread[data], minlength=CODE_BITS)
+        bits = viterbi_decode(soft)
+        return parse_payload(bits), int(np.count_nonzero((soft > 0) != conv_encode(bits).astype(bool)))
+
+
+def tile_counts(width: int, height: int) -> tuple[float, float]:
+    """How many v2 tiles span a `width` x `height` frame (x, y): TILES_SHORT along the shorter side,
+    square tiles, so the longer side holds a fractional number."""
+    side = min(width, height) / TILES_SHORT
+    return width / side, height / side
+
+
+def tiled_cells(cells: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The v2 pattern: `cells` (TILE x TILE) repeated over the frame and upscaled bilinearly to
+    `width` x `height`, a tile corner on the frame's centre (so a centre crop keeps the phase)."""
+    nx, ny = tile_counts(width, height)
+    reps_x, reps_y = math.ceil(nx / 2) + 1, math.ceil(ny / 2) + 1  # whole tiles on each side of the centre
+    grid = np.tile(cells, (2 * reps_y, 2 * reps_x)).astype(np.float32)
+    scale_x, scale_y = width / (nx * TILE), height / (ny * TILE)  # frame px per cell
+    # the grid's centre (a tile corner) goes to the frame's centre; an affine warp samples it bilinearly
+    m = np.array([[1 / scale_x, 0, reps_x * TILE - width / (2 * scale_x)],
+                  [0, 1 / scale_y, reps_y * TILE - height / (2 * scale_y)]], np.float64)  # fmt: skip
+    # warpAffine maps dst (x, y) to src = m @ (x, y, 1); cell centres sit at half-integers of the grid
+    m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5
+    return cv2.warpAffine(grid, m, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_WRAP)  # fmt: skip
 
 
 # --- embedding -------------------------------------------------------------------------------
@@ -258,7 +308,8 @@ _ROUNDING_MSE = 0.3  # what rounding the change to whole levels adds to a frame'
 
 
 class Embedder:
-    """Marks the Y planes of one video's frames with `mark_id` under `key`.
+    """Marks the Y planes of one video's frames with `mark_id` under `key` (v2, the tiled mark,
+    unless `version` is 1).
 
     The pattern is computed once. Per frame: a gain map from a 96x72 copy of the frame
     (perceptual masking, capped so the frame keeps PSNR >= MIN_PSNR_DB), one multiply and one
@@ -266,17 +317,24 @@ class Embedder:
     """
 
     def __init__(self, mark_id: str, width: int, height: int, key: bytes | str = DEFAULT_KEY,
-                 strength: float = DEFAULT_STRENGTH) -> None:  # fmt: skip
+                 strength: float = DEFAULT_STRENGTH, version: int = 2) -> None:  # fmt: skip
         if width < GRID[1] or height < GRID[0]:
             raise ValueError(f"frame {width}x{height} is smaller than the watermark grid {GRID[1]}x{GRID[0]}")
         if not strength > 0:
             raise ValueError(f"strength must be positive: {strength}")
+        if version not in (1, 2):
+            raise ValueError(f"watermark version must be 1 or 2: {version}")
         self.mark_id = mark_id
         self.width, self.height = width, height
         self.strength = float(strength)
-        layout = _Layout.from_key(_key_bytes(key))
+        self.method = METHOD if version == 2 else METHOD_V1
+        layout = _Layout.from_key(_key_bytes(key), version)
         cells = layout.cell_signs(conv_encode(payload_bits(mark_id))).astype(np.float32)
-        pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32(strength)
+        if version == 1:  # the frame-relative grid: kept so that v1 files can be made (and read) in tests
+            pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_LINEAR)
+        else:
+            pattern = tiled_cells(cells, width, height)
+        pattern *= np.float32(strength)
         self._pattern = pattern
         # mean squared pattern over each cell of the gain map: predicts a frame's MSE from its gain map
         self._pattern_power = cv2.resize(pattern * pattern, _MASK_SIZE, interpolation=cv2.INTER_AREA)
@@ -317,7 +375,9 @@ class Detection:
     found). `score`: the pilot z-score at the best frame offset (about N(0, 1) without a mark).
     `frames`: frames read. `offset`: the sign sequence index (mod PERIOD) of the first frame read,
     as found by the sync search (only when found). `orientation`: how the video is turned from
-    the marked one, one of ORIENTATIONS (only when found).
+    the marked one, one of ORIENTATIONS (only when found). `method`: METHOD or METHOD_V1, the
+    scheme the mark was read with (only when found). `registration` (v2 only, when found): where
+    the tile grid was found in the copy, see `_TileReader.result`.
     """
 
     found: bool
@@ -328,6 +388,8 @@ class Detection:
     frames: int
     offset: int | None
     orientation: str | None = None
+    method: str | None = None
+    registration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,6 +417,14 @@ ORIENTATIONS: dict[str, tuple[bool, Any]] = {
 }
 
 
+def _difference_weights(signs: np.ndarray) -> np.ndarray:
+    """[t, o]: the weight of the difference (frame t - frame t+1) when the first frame read had
+    index o: (s_t+o - s_t+o+1) / 2, zero where the sign held (indices modulo PERIOD)."""
+    s = signs.astype(np.float64)
+    shifted = np.stack([np.roll(s, -o) for o in range(PERIOD)], axis=1)  # [t, o] = s[(t + o) % P]
+    return (shifted - np.roll(shifted, -1, axis=0)) / 2
+
+
 class _Accumulator:
     """Sums frame differences weighted by every cyclic shift of the keyed sign sequence.
 
@@ -366,17 +436,14 @@ class _Accumulator:
 
     def __init__(self, key: bytes | str) -> None:
         self.layout = _Layout.from_key(_key_bytes(key))
-        signs = self.layout.signs.astype(np.float64)
-        shifted = np.stack([np.roll(signs, -o) for o in range(PERIOD)], axis=1)  # [t, o] = s[(t + o) % P]
-        # weight of the difference (frame t - frame t+1): (s_t - s_t+1) / 2, zero where the sign held
-        self._weights = (shifted - np.roll(shifted, -1, axis=0)) / 2
+        self._weights = _difference_weights(self.layout.signs)
         # [turned grid?] -> sums over the frame differences, one row per cyclic shift
         self.sums = {turned: np.zeros((PERIOD, GRID[0] * GRID[1]), np.float64) for turned in (False, True)}
         self._prev: dict[bool, np.ndarray] = {}
         self.frames = 0
 
     def add(self, y: np.ndarray) -> None:
-        """Add the next Y plane (any size, uint8 or float)."""
+        """Add the next Y plane (any size, uint8 or float; or the frame already halved some times)."""
         # the halvings both grids take, done once (each _shrink then goes on from here, so the
         # cells are exactly those of the whole frame)
         side = max(GRID)
@@ -411,23 +478,177 @@ class _Accumulator:
         score, offset, orientation, sums = round(best[0], 3), best[1], best[2], best[3]
         if score < THRESHOLD:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
-        despread = sums[offset] * layout.chips
-        data = ~layout.pilot
-        soft = np.bincount(layout.bit_of_cell[data], weights=despread[data], minlength=CODE_BITS)
-        bits = viterbi_decode(soft)
-        mark_id = parse_payload(bits)
+        mark_id, errors = layout.decode(sums[offset])
         if mark_id is None:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
-        errors = int(np.count_nonzero((soft > 0) != conv_encode(bits).astype(bool)))
-        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset, orientation)
+        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset, orientation, METHOD_V1)
+
+
+_WORK_SHORT = 480  # v2 reads frames halved while their shorter side is at least this many px
+_V2_CLIP = 3.0  # v2 frame differences are clipped at this many times their mean magnitude
+_V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
+_HALF_HARMONICS = 12  # harmonics of the tile period the comb looks for (at half the working size)
+_SYNC_CANDIDATES = 3  # temporal syncs with the clearest combs that are registered and compared
+_FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
+_PERIOD_LIMITS = (0.06, 0.7)  # tile periods searched, as fractions of each axis of the frame
+_MIN_CELL_PX = 1.5  # nor below this many (working) px per cell
+_REFINE = (-0.02, -0.015, -0.01, -0.005, 0.0, 0.005, 0.01, 0.015, 0.02)  # relative period corrections tried
+
+
+def _work_image(y: np.ndarray) -> np.ndarray:
+    """`y` as float32, halved while its shorter side is at least _WORK_SHORT (what v2 reads; v1
+    goes on halving from here, so its cells stay those of the whole frame)."""
+    img = np.asarray(y, np.float32)
+    while min(img.shape) >= _WORK_SHORT:
+        h, w = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class _TileReader:
+    """Reads the v2 (tiled) mark: keeps the frame differences, then registers and decodes.
+
+    Each difference (frame t - frame t+1, on the working image) is divided by its mean magnitude
+    and clipped at _V2_CLIP x that, like v1's cells, and kept (float16). `result` then:
+    1. sums the differences (at half the working size) under each of the PERIOD cyclic shifts of
+       the keyed sign sequence, and looks for the tile's comb in each sum's power spectrum
+       (facedag.provenance.registration): the _SYNC_CANDIDATES shifts with the clearest combs
+       (summed over both axes) are the candidate syncs, each comb gives a tile period (px, py);
+    2. sums the differences under each candidate at the working size, folds the sum onto one tile at
+       periods within +-2 % of that (_REFINE), and cross-correlates each fold, in each of the 8
+       orientations, with the pilot pattern: the best (sync, period, orientation, phase) gives the
+       cells, read and decoded as v1 does.
+    """
+
+    def __init__(self, key: bytes | str, weights: np.ndarray) -> None:
+        self.layout = _Layout.from_key(_key_bytes(key), 2)
+        self._weights = weights
+        self._diffs: list[np.ndarray] = []
+        self._prev: np.ndarray | None = None
+        self.frame_shape: tuple[int, int] | None = None
+
+    def add(self, work: np.ndarray, frame_shape: tuple[int, int]) -> None:
+        """Add the next frame's working image (from `_work_image`) of a frame of `frame_shape` (h, w)."""
+        if self._prev is not None and self._prev.shape == work.shape and len(self._diffs) < _V2_MAX_DIFFS:
+            diff = self._prev - work
+            scale = float(np.mean(np.abs(diff))) + 1e-3
+            np.clip(diff, -_V2_CLIP * scale, _V2_CLIP * scale, out=diff)
+            self._diffs.append((diff * (1.0 / scale)).astype(np.float16))
+        self._prev = work
+        self.frame_shape = self.frame_shape or frame_shape
+
+    def result(self, frames: int) -> Detection:
+        none = Detection(False, None, None, 0.0, THRESHOLD, frames, None)
+        if len(self._diffs) < 2 or self.frame_shape is None:
+            return none
+        diffs = np.stack(self._diffs)
+        n, h, w = diffs.shape
+        weights = self._weights[np.arange(n) % PERIOD]  # (n, PERIOD)
+        # 1. every sync's sum at half the working size, its spectrum, the best comb: sync and period
+        h2, w2 = h // 2, w // 2
+        half = diffs[:, : 2 * h2, : 2 * w2].astype(np.float32).reshape(n, h2, 2, w2, 2).mean(axis=(2, 4))
+        sums = (weights.T @ half.reshape(n, -1)).reshape(PERIOD, h2, w2)
+        mx, my = registration.marginals(registration.power_spectra(sums))
+        lo, hi = _PERIOD_LIMITS
+        low = _MIN_CELL_PX * TILE / 2
+        px, cx = registration.comb_periods(mx, w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
+        py, cy = registration.comb_periods(my, h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
+        bins = _FINE_BINS * TILE
+        pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
+        template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))
+        top: tuple[float, int, tuple[float, float], str, np.ndarray, int, int] | None = None
+        for candidate in np.argsort(cx + cy)[::-1][:_SYNC_CANDIDATES]:
+            # 2. that sync's sum at the working size; refine the period, find orientation and phase
+            acc = np.zeros((h, w), np.float32)
+            for j in np.flatnonzero(weights[:, candidate]):
+                acc += np.float32(weights[j, candidate]) * diffs[j]
+            for mx_ in _REFINE:
+                for my_ in _REFINE:
+                    trial = (2 * float(px[candidate]) * (1 + mx_), 2 * float(py[candidate]) * (1 + my_))
+                    folded = registration.fold(acc, trial, bins)
+                    norm = float(np.sqrt(np.square(folded).sum())) + 1e-12
+                    for name, (_, back) in ORIENTATIONS.items():
+                        tile = np.ascontiguousarray(back(folded[None])[0])
+                        corr = registration.circular_xcorr(tile, template)
+                        dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+                        if top is None or corr[dy, dx] / norm > top[0]:
+                            top = (float(corr[dy, dx]) / norm, int(candidate), trial, name, tile, int(dy), int(dx))
+        assert top is not None
+        _, offset, period, orientation, tile, dy, dx = top
+        aligned = np.roll(tile, (-dy, -dx), axis=(0, 1))
+        cells = aligned.reshape(TILE, _FINE_BINS, TILE, _FINE_BINS).sum(axis=(1, 3)).ravel()
+        score = round(self.layout.pilot_z(cells), 3)
+        if score < THRESHOLD:
+            return Detection(False, None, None, score, THRESHOLD, frames, None)
+        mark_id, errors = self.layout.decode(cells)
+        if mark_id is None:
+            return Detection(False, None, None, score, THRESHOLD, frames, None)
+        reg = self._registration((h, w), period, ORIENTATIONS[orientation][1], bins, dy, dx)
+        return Detection(True, mark_id, errors, score, THRESHOLD, frames, offset, orientation, METHOD, reg)
+
+    def _registration(self, work_shape: tuple[int, int], period: tuple[float, float], back: Any, bins: int,
+                      dy: int, dx: int) -> dict[str, Any]:  # fmt: skip
+        """Where the tile grid lies in the copy (its own pixels and axes).
+
+        `tile_px`: the period along x and y. `centre_px`: a tile corner, the one nearest the copy's
+        centre; the marked frame's centre sits on a tile corner, so for a crop, letterbox, zoom or
+        border that keeps the picture centred this is where the marked frame's centre is (otherwise
+        it is that modulo one tile). `marked_short_side_px`: how long the marked frame's shorter side
+        is in the copy, measured along x and along y (TILES_SHORT tiles): their ratio to the marked
+        frame's own size is the scale, which output.json can supply (facedag.provenance.verify).
+        """
+        assert self.frame_shape is not None
+        fh, fw = self.frame_shape
+        sx, sy = fw / work_shape[1], fh / work_shape[0]
+        # which fold bins (row, col) the aligned tile's first and last bins came from
+        rows, cols = np.indices((bins, bins))
+        src_r = np.roll(back(rows[None])[0], (-dy, -dx), axis=(0, 1))
+        src_c = np.roll(back(cols[None])[0], (-dy, -dx), axis=(0, 1))
+        corner = []
+        for first, last in ((src_c[0, 0], src_c[-1, -1]), (src_r[0, 0], src_r[-1, -1])):
+            # the corner lies between two bins that are neighbours modulo the tile
+            corner.append(int(first) if (int(first) - int(last)) % bins == 1 else int(last))
+        tile_x, tile_y = period[0] * sx, period[1] * sy
+        centre = []
+        for bin_, tile, size in ((corner[0], tile_x, fw), (corner[1], tile_y, fh)):
+            pos = bin_ * tile / bins
+            centre.append(round(pos + tile * round((size / 2 - pos) / tile), 1))
+        return {"tile_px": [round(tile_x, 2), round(tile_y, 2)], "centre_px": centre,
+                "marked_short_side_px": [round(TILES_SHORT * tile_x, 1), round(TILES_SHORT * tile_y, 1)]}  # fmt: skip
+
+
+class _Reader:
+    """Feeds every frame to both readers (v1 and v2) and keeps the stronger answer."""
+
+    def __init__(self, key: bytes | str) -> None:
+        self.v1 = _Accumulator(key)
+        self.v2 = _TileReader(key, self.v1._weights)
+
+    @property
+    def frames(self) -> int:
+        return self.v1.frames
+
+    def add(self, y: np.ndarray) -> None:
+        work = _work_image(y)
+        self.v2.add(work, (int(y.shape[0]), int(y.shape[1])))
+        self.v1.add(work)
+
+    def result(self) -> Detection:
+        v1 = self.v1.result()
+        v2 = self.v2.result(self.v1.frames)
+        if v2.found and (not v1.found or v2.score >= v1.score):
+            return v2
+        if v1.found:
+            return v1
+        return v2 if v2.score >= v1.score else v1
 
 
 def detect_frames(y_frames: Iterable[np.ndarray], key: bytes | str = DEFAULT_KEY) -> Detection:
-    """Look for a mark under `key` in consecutive Y planes (any size, display order)."""
-    acc = _Accumulator(key)
+    """Look for a mark (v2 or v1) under `key` in consecutive Y planes (any size, display order)."""
+    reader = _Reader(key)
     for y in y_frames:
-        acc.add(y)
-    return acc.result()
+        reader.add(y)
+    return reader.result()
 
 
 _LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
@@ -459,7 +680,7 @@ def detect_file(path: str | os.PathLike[str], key: bytes | str = DEFAULT_KEY, ma
     if not src.is_file():
         raise ValueError(f"no such file: {src}")
     deadline = time.monotonic() + timeout
-    acc = _Accumulator(key)
+    acc = _Reader(key)
     try:
         container = av.open(os.fspath(src), mode="r", metadata_errors="replace")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
