@@ -87,6 +87,7 @@ PILOT_FRACTION_V2 = 0.3  # v2: a larger share of pilots, the tile's 576 cells be
 DEFAULT_STRENGTH = 1.0  # mark amplitude (luma levels) on flat areas
 MAX_GAIN = 3.0  # amplitude on busy areas, as a multiple of strength
 THRESHOLD = 6.0  # pilot z-score from which a video counts as marked (with a valid CRC)
+THRESHOLD_V2 = 7.0  # the same for v2, which searches ~1e6 syncs, periods, orientations and phases (module doc)
 CLIP = 1.5  # frame differences are clipped at this many times their median magnitude
 MIN_PSNR_DB = 42.5  # the gain map is scaled down where a frame would fall below this
 MAX_MSE = 255.0**2 / 10 ** (MIN_PSNR_DB / 10)
@@ -490,8 +491,8 @@ _V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bou
 _HALF_HARMONICS = 12  # harmonics of the tile period the comb looks for (at half the working size)
 _SYNC_CANDIDATES = 3  # temporal syncs with the clearest combs that are registered and compared
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
-_PERIOD_LIMITS = (0.06, 0.7)  # tile periods searched, as fractions of each axis of the frame
-_MIN_CELL_PX = 1.5  # nor below this many (working) px per cell
+_PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
+_MIN_CELL_PX = 2.0  # nor below this many (working) px per cell (nor the codec's 8 and 16 px blocks)
 _REFINE = (-0.02, -0.015, -0.01, -0.005, 0.0, 0.005, 0.01, 0.015, 0.02)  # relative period corrections tried
 
 
@@ -538,7 +539,7 @@ class _TileReader:
         self.frame_shape = self.frame_shape or frame_shape
 
     def result(self, frames: int) -> Detection:
-        none = Detection(False, None, None, 0.0, THRESHOLD, frames, None)
+        none = Detection(False, None, None, 0.0, THRESHOLD_V2, frames, None)
         if len(self._diffs) < 2 or self.frame_shape is None:
             return none
         diffs = np.stack(self._diffs)
@@ -578,13 +579,13 @@ class _TileReader:
         aligned = np.roll(tile, (-dy, -dx), axis=(0, 1))
         cells = aligned.reshape(TILE, _FINE_BINS, TILE, _FINE_BINS).sum(axis=(1, 3)).ravel()
         score = round(self.layout.pilot_z(cells), 3)
-        if score < THRESHOLD:
-            return Detection(False, None, None, score, THRESHOLD, frames, None)
+        if score < THRESHOLD_V2:
+            return Detection(False, None, None, score, THRESHOLD_V2, frames, None)
         mark_id, errors = self.layout.decode(cells)
         if mark_id is None:
-            return Detection(False, None, None, score, THRESHOLD, frames, None)
+            return Detection(False, None, None, score, THRESHOLD_V2, frames, None)
         reg = self._registration((h, w), period, ORIENTATIONS[orientation][1], bins, dy, dx)
-        return Detection(True, mark_id, errors, score, THRESHOLD, frames, offset, orientation, METHOD, reg)
+        return Detection(True, mark_id, errors, score, THRESHOLD_V2, frames, offset, orientation, METHOD, reg)
 
     def _registration(self, work_shape: tuple[int, int], period: tuple[float, float], back: Any, bins: int,
                       dy: int, dx: int) -> dict[str, Any]:  # fmt: skip
