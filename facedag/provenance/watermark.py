@@ -493,7 +493,7 @@ _SYNC_CANDIDATES = 3  # temporal syncs with the clearest combs that are register
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
 _PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
 _MIN_CELL_PX = 2.0  # nor below this many (working) px per cell (nor the codec's 8 and 16 px blocks)
-_REFINE = (-0.02, -0.015, -0.01, -0.005, 0.0, 0.005, 0.01, 0.015, 0.02)  # relative period corrections tried
+_REFINE_STEPS = (0.01, 0.005)  # period corrections tried: +-2 steps of 1 %, then +-1 of 0.5 % around the best
 
 
 def _work_image(y: np.ndarray) -> np.ndarray:
@@ -515,15 +515,17 @@ class _TileReader:
        the keyed sign sequence, and looks for the tile's comb in each sum's power spectrum
        (facedag.provenance.registration): the _SYNC_CANDIDATES shifts with the clearest combs
        (summed over both axes) are the candidate syncs, each comb gives a tile period (px, py);
-    2. sums the differences under each candidate at the working size, folds the sum onto one tile at
-       periods within +-2 % of that (_REFINE), and cross-correlates each fold, in each of the 8
-       orientations, with the pilot pattern: the best (sync, period, orientation, phase) gives the
-       cells, read and decoded as v1 does.
+    2. sums the differences under each candidate (best first, until one decodes) at the working
+       size, folds the sum onto one tile at periods within +-2.5 % of that (_REFINE_STEPS), and
+       cross-correlates each fold, in each of the 8 orientations, with the pilot pattern: the best
+       (period, orientation, phase) gives the cells, read and decoded as v1 does.
     """
 
     def __init__(self, key: bytes | str, weights: np.ndarray) -> None:
         self.layout = _Layout.from_key(_key_bytes(key), 2)
         self._weights = weights
+        pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
+        self._template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))  # the pilots, in fold bins
         self._diffs: list[np.ndarray] = []
         self._prev: np.ndarray | None = None
         self.frame_shape: tuple[int, int] | None = None
@@ -531,8 +533,8 @@ class _TileReader:
     def add(self, work: np.ndarray, frame_shape: tuple[int, int]) -> None:
         """Add the next frame's working image (from `_work_image`) of a frame of `frame_shape` (h, w)."""
         if self._prev is not None and self._prev.shape == work.shape and len(self._diffs) < _V2_MAX_DIFFS:
-            diff = self._prev - work
-            scale = float(np.mean(np.abs(diff))) + 1e-3
+            diff = cv2.subtract(self._prev, work)
+            scale = cv2.norm(diff, cv2.NORM_L1) / diff.size + 1e-3
             np.clip(diff, -_V2_CLIP * scale, _V2_CLIP * scale, out=diff)
             self._diffs.append((diff * (1.0 / scale)).astype(np.float16))
         self._prev = work
@@ -542,40 +544,57 @@ class _TileReader:
         none = Detection(False, None, None, 0.0, THRESHOLD_V2, frames, None)
         if len(self._diffs) < 2 or self.frame_shape is None:
             return none
-        diffs = np.stack(self._diffs)
-        n, h, w = diffs.shape
+        diffs = self._diffs
+        n, (h, w) = len(diffs), diffs[0].shape
         weights = self._weights[np.arange(n) % PERIOD]  # (n, PERIOD)
         # 1. every sync's sum at half the working size, its spectrum, the best comb: sync and period
         h2, w2 = h // 2, w // 2
-        half = diffs[:, : 2 * h2, : 2 * w2].astype(np.float32).reshape(n, h2, 2, w2, 2).mean(axis=(2, 4))
-        sums = (weights.T @ half.reshape(n, -1)).reshape(PERIOD, h2, w2)
+        half = np.stack([cv2.resize(d[: 2 * h2, : 2 * w2].astype(np.float32), (w2, h2), interpolation=cv2.INTER_AREA)
+                         for d in diffs]).reshape(n, -1)  # fmt: skip
+        sums = (weights.T.astype(np.float32) @ half).reshape(PERIOD, h2, w2)
         mx, my = registration.marginals(registration.power_spectra(sums))
         lo, hi = _PERIOD_LIMITS
         low = _MIN_CELL_PX * TILE / 2
         px, cx = registration.comb_periods(mx, w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
         py, cy = registration.comb_periods(my, h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
-        bins = _FINE_BINS * TILE
-        pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
-        template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))
-        top: tuple[float, int, tuple[float, float], str, np.ndarray, int, int] | None = None
+        best: Detection | None = None
         for candidate in np.argsort(cx + cy)[::-1][:_SYNC_CANDIDATES]:
-            # 2. that sync's sum at the working size; refine the period, find orientation and phase
-            acc = np.zeros((h, w), np.float32)
-            for j in np.flatnonzero(weights[:, candidate]):
-                acc += np.float32(weights[j, candidate]) * diffs[j]
-            for mx_ in _REFINE:
-                for my_ in _REFINE:
-                    trial = (2 * float(px[candidate]) * (1 + mx_), 2 * float(py[candidate]) * (1 + my_))
-                    folded = registration.fold(acc, trial, bins)
-                    norm = float(np.sqrt(np.square(folded).sum())) + 1e-12
-                    for name, (_, back) in ORIENTATIONS.items():
-                        tile = np.ascontiguousarray(back(folded[None])[0])
-                        corr = registration.circular_xcorr(tile, template)
-                        dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
-                        if top is None or corr[dy, dx] / norm > top[0]:
-                            top = (float(corr[dy, dx]) / norm, int(candidate), trial, name, tile, int(dy), int(dx))
+            found = self._read(diffs, weights[:, candidate], int(candidate), (2 * float(px[candidate]),
+                               2 * float(py[candidate])), frames)  # fmt: skip
+            if found.found:
+                return found
+            best = found if best is None or found.score > best.score else best
+        assert best is not None
+        return best
+
+    def _read(self, diffs: list[np.ndarray], weights: np.ndarray, offset: int, period: tuple[float, float],
+              frames: int) -> Detection:  # fmt: skip
+        """Step 2 for one candidate sync (`offset`, the differences' `weights` under it) and period."""
+        h, w = diffs[0].shape
+        acc = np.zeros((h, w), np.float32)
+        for j in np.flatnonzero(weights):
+            acc += np.float32(weights[j]) * diffs[j]
+        bins = _FINE_BINS * TILE
+        template = np.conj(np.fft.rfft2(self._template))
+        names = list(ORIENTATIONS)
+        top: tuple[float, tuple[float, float], int, np.ndarray, int, int] | None = None
+        centre = period
+        for step in _REFINE_STEPS:  # coarse to fine around the best so far
+            for mx in (-2, -1, 0, 1, 2) if step == _REFINE_STEPS[0] else (-1, 0, 1):
+                for my in (-2, -1, 0, 1, 2) if step == _REFINE_STEPS[0] else (-1, 0, 1):
+                    trial = (centre[0] * (1 + mx * step), centre[1] * (1 + my * step))
+                    folded = registration.fold(acc, trial, bins)[None]
+                    tiles = np.stack([np.ascontiguousarray(back(folded)[0]) for _, back in ORIENTATIONS.values()])
+                    corr = np.fft.irfft2(np.fft.rfft2(tiles) * template, s=(bins, bins))
+                    k, dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+                    value = float(corr[k, dy, dx]) / (float(np.sqrt(np.square(folded).sum())) + 1e-12)
+                    if top is None or value > top[0]:
+                        top = (value, trial, int(k), tiles[k], int(dy), int(dx))
+            assert top is not None
+            centre = top[1]
         assert top is not None
-        _, offset, period, orientation, tile, dy, dx = top
+        _, period, k, tile, dy, dx = top
+        orientation = names[k]
         aligned = np.roll(tile, (-dy, -dx), axis=(0, 1))
         cells = aligned.reshape(TILE, _FINE_BINS, TILE, _FINE_BINS).sum(axis=(1, 3)).ravel()
         score = round(self.layout.pilot_z(cells), 3)
@@ -641,7 +660,7 @@ class _Reader:
             return v2
         if v1.found:
             return v1
-        return v2 if v2.score >= v1.score else v1
+        return v2 if v2.score / v2.threshold >= v1.score / v1.threshold else v1
 
 
 def detect_frames(y_frames: Iterable[np.ndarray], key: bytes | str = DEFAULT_KEY) -> Detection:
