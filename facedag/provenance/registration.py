@@ -30,6 +30,7 @@ import numpy as np
 _WHITEN = 9  # box size (frequency bins) of the local mean the power spectrum is divided by
 _MIN_BIN = 3  # lowest frequency bin that counts (below it, what is left of the picture dominates)
 _STEP = 0.002  # relative step of the period search (log grid)
+_HALF_PERIOD_RATIO = 0.5  # p / 2 replaces p when its comb has this share of p's contrast (comb_periods)
 
 
 def power_spectra(images: np.ndarray) -> np.ndarray:
@@ -89,7 +90,18 @@ def comb_periods(marginals_: np.ndarray, length: int, lo: float, hi: float,
     periods, m = _comb_matrix(marginals_.shape[1], length, lo, hi, max_harmonic)
     scores = marginals_.astype(np.float32) @ m.T  # (n, periods)
     best = np.argmax(scores, axis=1)
-    return periods[best], scores[np.arange(len(best)), best]
+    rows = np.arange(len(best))
+    # 2p can still win when the tile's upper harmonics drown in noise: its teeth sample only the
+    # lower half of p's band, where the peaks stand highest. p / 2 then tells: its teeth and gaps
+    # both fall on p's teeth, so its contrast is about 0 for the true period and about twice the
+    # winner's (less what decays) when the winner is 2p.
+    octave = round(math.log(2) / _STEP)
+    for _ in range(2):
+        half = best - octave
+        ok = half >= 0
+        take = ok & (scores[rows, np.maximum(half, 0)] >= _HALF_PERIOD_RATIO * scores[rows, best])
+        best = np.where(take, half, best)
+    return periods[best], scores[rows, best]
 
 
 def fold(image: np.ndarray, period: tuple[float, float], bins: int) -> np.ndarray:

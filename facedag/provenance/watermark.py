@@ -1,6 +1,6 @@
 """Invisible, keyed, error-corrected luma watermark tying a rendered video to its `output.json`.
 
-A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from frame to frame:
+A spread-spectrum mark on a coarse, tiled grid of the Y plane whose sign flips from frame to frame:
 
 - Payload (`PAYLOAD_BYTES` = 8, 64 bits): a random 6-byte id (`new_mark_id()`, 12 hex
   characters, recorded in output.json) then its CRC-16/CCITT-FALSE (2 bytes, big-endian). The
@@ -9,12 +9,21 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
   code of LTE (generators 133, 171, 165 octal): `CODE_BITS` = 210 code bits, decoded by a
   soft-decision Viterbi decoder (numpy). Soft decisions use how sure every bit is: worth about
   2 dB over hard decisions into a block code.
-- Spreading: the frame is a `GRID` of 36 x 48 cells relative to its size, so a rescaled copy
-  maps back to the same cells. A keyed permutation gives a quarter of the cells to a pilot (a
-  known +1) and the rest, in turn, to the 210 code bits (6 or 7 cells each, scattered, so the
-  visible label box in a corner costs a few cells of many bits, which the code corrects). Every
-  cell has a keyed +-1 chip. The cell image (chip x bit sign) is upscaled bilinearly to the
-  frame: smooth and low-frequency, so H.264 and rescaling keep it.
+- Spreading, v2 (`METHOD`, what render embeds): one square tile of `TILE` x `TILE` = 576 cells
+  repeats over the frame, `TILES_SHORT` = 3 tiles along its shorter side (4 x 3 tiles of 160 px
+  on 640x480, 6.7 px cells), a tile corner on the frame's centre. A keyed permutation gives 30 %
+  of the cells to a pilot (a known +1) and the rest, in turn, to the 210 code bits (1 or 2 cells
+  each; every tile in view adds to them). Every cell has a keyed +-1 chip. The cell image
+  (chip x bit sign) is upscaled bilinearly to the frame: smooth and low-frequency, so H.264 and
+  rescaling keep it. Because whatever part of the frame is left holds whole periods of the same
+  tile, a crop, a reframe to 9:16, a letterbox, a zoom or a border with a rescale is read after
+  registration (`_TileReader`, facedag.provenance.registration): the tile period and the
+  temporal sync from the comb in the power spectrum of the frame differences summed under each
+  sync, then the phase and orientation by cross-correlating the folded sum with the pilots.
+- Spreading, v1 (`METHOD_V1`, files marked before v2; still read, `Embedder(version=1)` still
+  makes them for tests): the frame is a `GRID` of 36 x 48 cells relative to its size, a quarter
+  of them pilots, 6 or 7 cells per code bit. A rescaled copy maps back to the same cells; a crop
+  or a letterbox moves the grid off its cells and is not read.
 - Temporal keying: frame `i` carries the pattern times `s[i mod PERIOD]`, a keyed +-1 sequence
   that changes sign at `SIGN_CHANGES` = 16 keyed frames of every 64. The detector takes the
   difference of consecutive frames, which cancels the picture (static or slowly moving) and holds
@@ -26,9 +35,9 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
 - Sync: a cut file starts at an unknown index, so the detector sums with all `PERIOD` cyclic
   shifts of `s` at once and keeps the shift where the pilot is strongest (`offset`).
 - Orientation: a mirrored, upside-down or rotated copy (a re-upload, a player's rotation
-  flag applied) moves the cells but keeps their signs, so the detector also reads the frame on
-  the turned grid (48 x 36) and scores the 8 flips and quarter turns of both grids, keeping
-  the strongest (`orientation`). Crops and letterboxes move the grid off its cells: not read.
+  flag applied) moves the cells but keeps their signs, so the detector scores the 8 flips and
+  quarter turns (v1: of its grid and of the turned grid, 48 x 36; v2: of the square tile) and
+  keeps the strongest (`orientation`).
 - Perceptual masking: the amplitude is `strength` (1 luma level) on flat areas and grows with
   local activity, where texture hides it, up to `MAX_GAIN` x strength; a frame whose change would
   exceed MAX_MSE (PSNR `MIN_PSNR_DB`) is scaled down as a whole. The gain map comes from a 96x72
@@ -36,15 +45,21 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
 - Detection score: the pilot correlation as a z-score, sum(chip x residue) / sqrt(sum(residue^2))
   over the pilot cells. The chips are keyed coin flips independent of any content, so without
   the mark (or with another key's mark) the score is a sum of random signs: mean 0, variance 1
-  and P(score > t) <= exp(-t^2 / 2) (Hoeffding) whatever the picture. `THRESHOLD` = 6 makes a
-  false score less likely than 1e-5 over the PERIOD shifts x 8 orientations, and the CRC must
-  match as well (another 2^-16). The score cannot exceed sqrt(pilot cells) = 20.8; a marked 640x480 clip
-  reaches 15-19 in 2 s, also after CRF 28 and rescaling.
+  and P(score > t) <= exp(-t^2 / 2) (Hoeffding) whatever the picture. v1: `THRESHOLD` = 6 makes
+  a false score less likely than 1e-5 over the PERIOD shifts x 8 orientations; the score cannot
+  exceed sqrt(432 pilot cells) = 20.8, and a marked 640x480 clip reaches 15-19 in 2 s. v2 keeps
+  the best of about 1e6 hypotheses (3 syncs x 34 periods x 8 orientations x 9216 phases, far
+  from independent): unmarked footage scores 4-5.7 (the samples, testsrc, the demo target, and
+  each through the edits of tests/provenance/test_watermark.py), so `THRESHOLD_V2` = 7
+  (Hoeffding: < 2.3e-5 for 1e6 tries); the score cannot exceed sqrt(173) = 13.2, and marked
+  clips reach 9.3-11.4 in 2 s after CRF 28 and any of those edits. Both need the CRC to match as
+  well (another 2^-16).
 
 Key derivation uses SHAKE-256 only (not numpy's generators), so a key gives the same mark on
-every numpy version: a file marked today verifies with a later facedag. Changing GRID, PERIOD,
-SIGN_CHANGES, the code or the layout rules breaks that: bump METHOD and DEFAULT_KEY's version
-then (tests/provenance/test_watermark.py pins the layout's digest to catch it).
+every numpy version: a file marked today verifies with a later facedag. Changing GRID, TILE,
+TILES_SHORT, PERIOD, SIGN_CHANGES, the code or the layout rules breaks that: add a METHOD version
+then, and keep reading the old ones (tests/provenance/test_watermark.py pins both layouts'
+digests to catch it).
 """
 
 from __future__ import annotations
