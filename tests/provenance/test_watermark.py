@@ -446,7 +446,7 @@ def test_platform_edits_keep_the_mark(marked_two_seconds: dict[str, Path], tmp_p
     """After each edit at CRF 28 the payload reads exactly from 2 s of each sample, with the grid
     found where the edit put it; the unmarked sample through the same edit reads as unmarked."""
     for name, marked in marked_two_seconds.items():
-        copy = reencode(marked, tmp_path / f"marked_{name}", vf=EDITS[edit], preset="veryfast")
+        copy = reencode(marked, tmp_path / f"marked_{name}", vf=EDITS[edit])
         found = wm.detect_file(copy)
         assert found.found and found.mark_id == MARK_ID and found.method == wm.METHOD, (edit, name, found)
         assert found.score >= MARGIN * found.threshold and found.offset == 0, (edit, name, found)
@@ -456,6 +456,6 @@ def test_platform_edits_keep_the_mark(marked_two_seconds: dict[str, Path], tmp_p
         assert reg is not None
         # every edit here keeps the picture centred: the marked frame's centre is the copy's
         assert reg["centre_px"] == pytest.approx([width / 2, height / 2], abs=0.02 * max(width, height)), (edit, reg)
-        plain = reencode(SAMPLES / name, tmp_path / f"plain_{name}", vf=EDITS[edit], seconds=2.0, preset="veryfast")
+        plain = reencode(SAMPLES / name, tmp_path / f"plain_{name}", vf=EDITS[edit], seconds=2.0)
         unmarked = wm.detect_file(plain)
         assert not unmarked.found and unmarked.mark_id is None and unmarked.score < wm.THRESHOLD_V2, (edit, name)
