@@ -504,7 +504,8 @@ _WORK_SHORT = 480  # v2 reads frames halved while their shorter side is at least
 _V2_CLIP = 3.0  # v2 frame differences are clipped at this many times their mean magnitude
 _V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
 _HALF_HARMONICS = 12  # harmonics of the tile period the comb looks for (at half the working size)
-_SYNC_CANDIDATES = 3  # temporal syncs with the clearest combs that are registered and compared
+_SYNC_SCREENED = 16  # temporal syncs with the clearest combs, screened by a quick registration
+_SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
 _PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
 _MIN_CELL_PX = 2.0  # nor below this many (working) px per cell (nor the codec's 8 and 16 px blocks)
@@ -528,19 +529,23 @@ class _TileReader:
     and clipped at _V2_CLIP x that, like v1's cells, and kept (float16). `result` then:
     1. sums the differences (at half the working size) under each of the PERIOD cyclic shifts of
        the keyed sign sequence, and looks for the tile's comb in each sum's power spectrum
-       (facedag.provenance.registration): the _SYNC_CANDIDATES shifts with the clearest combs
-       (summed over both axes) are the candidate syncs, each comb gives a tile period (px, py);
-    2. sums the differences under each candidate (best first, until one decodes) at the working
-       size, folds the sum onto one tile at periods within +-2.5 % of that (_REFINE_STEPS), and
-       cross-correlates each fold, in each of the 8 orientations, with the pilot pattern: the best
-       (period, orientation, phase) gives the cells, read and decoded as v1 does.
+       (facedag.provenance.registration): each comb gives a tile period (px, py);
+    2. takes the _SYNC_SCREENED shifts with the clearest combs (summed over both axes; content,
+       and x264's blocks, make combs of their own, so the right one is often not first) and
+       screens them by the best pilot correlation of their half-size sum folded at that period;
+    3. for the _SYNC_CANDIDATES best (in turn, until one decodes) sums the differences at the
+       working size, folds the sum onto one tile at periods within +-2.5 % of the comb's
+       (_REFINE_STEPS), and cross-correlates each fold, in each of the 8 orientations, with the
+       pilot pattern: the best (period, orientation, phase) gives the cells, read and decoded as
+       v1 does.
     """
 
     def __init__(self, key: bytes | str, weights: np.ndarray) -> None:
         self.layout = _Layout.from_key(_key_bytes(key), 2)
         self._weights = weights
         pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
-        self._template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))  # the pilots, in fold bins
+        template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))  # the pilots, in fold bins
+        self._template_spectrum = np.conj(np.fft.rfft2(template))
         self._diffs: list[np.ndarray] = []
         self._prev: np.ndarray | None = None
         self.frame_shape: tuple[int, int] | None = None
@@ -572,8 +577,11 @@ class _TileReader:
         low = _MIN_CELL_PX * TILE / 2
         px, cx = registration.comb_periods(mx, w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
         py, cy = registration.comb_periods(my, h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
+        # 2. the syncs with the clearest combs, screened by their best pilot correlation (no refinement)
+        screened = sorted(np.argsort(cx + cy)[::-1][:_SYNC_SCREENED],
+                          key=lambda o: -self._register(sums[o], (float(px[o]), float(py[o])), ())[0])  # fmt: skip
         best: Detection | None = None
-        for candidate in np.argsort(cx + cy)[::-1][:_SYNC_CANDIDATES]:
+        for candidate in screened[:_SYNC_CANDIDATES]:
             found = self._read(diffs, weights[:, candidate], int(candidate), (2 * float(px[candidate]),
                                2 * float(py[candidate])), frames)  # fmt: skip
             if found.found:
@@ -582,25 +590,22 @@ class _TileReader:
         assert best is not None
         return best
 
-    def _read(self, diffs: list[np.ndarray], weights: np.ndarray, offset: int, period: tuple[float, float],
-              frames: int) -> Detection:  # fmt: skip
-        """Step 2 for one candidate sync (`offset`, the differences' `weights` under it) and period."""
-        h, w = diffs[0].shape
-        acc = np.zeros((h, w), np.float32)
-        for j in np.flatnonzero(weights):
-            acc += np.float32(weights[j]) * diffs[j]
+    def _register(self, image: np.ndarray, period: tuple[float, float],
+                  steps: tuple[float, ...]) -> tuple[float, tuple[float, float], int, np.ndarray, int, int]:
+        """The best (normalised pilot correlation, period, orientation index, tile in the marked
+        orientation, dy, dx) over the orientations and phases of `image` folded at `period` and, for
+        each of `steps` in turn, at +-2 (first step) or +-1 such relative steps around the best so far."""
         bins = _FINE_BINS * TILE
-        template = np.conj(np.fft.rfft2(self._template))
-        names = list(ORIENTATIONS)
         top: tuple[float, tuple[float, float], int, np.ndarray, int, int] | None = None
         centre = period
-        for step in _REFINE_STEPS:  # coarse to fine around the best so far
-            for mx in (-2, -1, 0, 1, 2) if step == _REFINE_STEPS[0] else (-1, 0, 1):
-                for my in (-2, -1, 0, 1, 2) if step == _REFINE_STEPS[0] else (-1, 0, 1):
+        for index, step in enumerate(steps or (0.0,)):
+            span = (0,) if not step else (-2, -1, 0, 1, 2) if index == 0 else (-1, 0, 1)
+            for mx in span:
+                for my in span:
                     trial = (centre[0] * (1 + mx * step), centre[1] * (1 + my * step))
-                    folded = registration.fold(acc, trial, bins)[None]
+                    folded = registration.fold(image, trial, bins)[None]
                     tiles = np.stack([np.ascontiguousarray(back(folded)[0]) for _, back in ORIENTATIONS.values()])
-                    corr = np.fft.irfft2(np.fft.rfft2(tiles) * template, s=(bins, bins))
+                    corr = np.fft.irfft2(np.fft.rfft2(tiles) * self._template_spectrum, s=(bins, bins))
                     k, dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
                     value = float(corr[k, dy, dx]) / (float(np.sqrt(np.square(folded).sum())) + 1e-12)
                     if top is None or value > top[0]:
@@ -608,6 +613,18 @@ class _TileReader:
             assert top is not None
             centre = top[1]
         assert top is not None
+        return top
+
+    def _read(self, diffs: list[np.ndarray], weights: np.ndarray, offset: int, period: tuple[float, float],
+              frames: int) -> Detection:  # fmt: skip
+        """Step 3 for one candidate sync (`offset`, the differences' `weights` under it) and period."""
+        h, w = diffs[0].shape
+        acc = np.zeros((h, w), np.float32)
+        for j in np.flatnonzero(weights):
+            acc += np.float32(weights[j]) * diffs[j]
+        bins = _FINE_BINS * TILE
+        names = list(ORIENTATIONS)
+        top = self._register(acc, period, _REFINE_STEPS)
         _, period, k, tile, dy, dx = top
         orientation = names[k]
         aligned = np.roll(tile, (-dy, -dx), axis=(0, 1))
@@ -625,8 +642,9 @@ class _TileReader:
                       dy: int, dx: int) -> dict[str, Any]:  # fmt: skip
         """Where the tile grid lies in the copy (its own pixels and axes).
 
-        `tile_px`: the period along x and y. `centre_px`: a tile corner, the one nearest the copy's
-        centre; the marked frame's centre sits on a tile corner, so for a crop, letterbox, zoom or
+        `copy_px`: the copy's frame size (w, h). `tile_px`: the period along x and y. `centre_px`: a
+        tile corner, the one nearest the copy's centre; the marked frame's centre sits on a tile
+        corner, so for a crop, letterbox, zoom or
         border that keeps the picture centred this is where the marked frame's centre is (otherwise
         it is that modulo one tile). `marked_short_side_px`: how long the marked frame's shorter side
         is in the copy, measured along x and along y (TILES_SHORT tiles): their ratio to the marked
@@ -648,7 +666,7 @@ class _TileReader:
         for bin_, tile, size in ((corner[0], tile_x, fw), (corner[1], tile_y, fh)):
             pos = bin_ * tile / bins
             centre.append(round(pos + tile * round((size / 2 - pos) / tile), 1))
-        return {"tile_px": [round(tile_x, 2), round(tile_y, 2)], "centre_px": centre,
+        return {"copy_px": [fw, fh], "tile_px": [round(tile_x, 2), round(tile_y, 2)], "centre_px": centre,
                 "marked_short_side_px": [round(TILES_SHORT * tile_x, 1), round(TILES_SHORT * tile_y, 1)]}  # fmt: skip
 
 

@@ -97,6 +97,39 @@ def test_marks_survive_reencoding(rendered: dict, tmp_path: Path, attack: str) -
     assert report["provenance"]["matched_by"] == ["mark_id"]
 
 
+REFRAMES = {  # issue 16: what a platform does to a clip's frame, each at CRF 28
+    "portrait": "crop=trunc(iw*0.56/2)*2:ih,scale=720:1280",
+    "pillarbox": "scale=-2:1080,pad=1920:1080:(ow-iw)/2:(oh-ih)/2",
+}
+
+
+@pytest.mark.parametrize("edit", list(REFRAMES))
+def test_verify_locates_a_reframed_copy(rendered: dict, tmp_path: Path, edit: str) -> None:
+    """After a reframe to 9:16 or a pillarbox (tags dropped) the watermark still leads to the record,
+    and verify reports the scale and the part of the rendered frame the copy shows."""
+    out = tmp_path / "copy.mp4"
+    _ffmpeg("-i", ffmpeg_input(rendered["out"]), "-vf", REFRAMES[edit], "-c:v", "libx264", "-crf", "28",
+            "-map_metadata", "-1", "-an", ffmpeg_input(out))  # fmt: skip
+    shutil.copy(rendered["out"].parent / "output.json", tmp_path / "output.json")
+    report = verify(out)
+    mark = report["watermark"]
+    assert report["marked"] and mark["found"] and mark["mark_id"] == rendered["mark_id"], mark
+    assert report["provenance"]["matched_by"] == ["mark_id"]
+    info = probe(rendered["out"])
+    located = mark["registration"]["located"]
+    if edit == "portrait":  # the middle 56 % of the width, stretched to 720x1280
+        kept = 2 * int(info.width * 0.56 / 2)
+        assert located["scale"] == pytest.approx([720 / kept, 1280 / info.height], rel=0.02), located
+        assert located["visible_in_marked_px"] == pytest.approx(
+            [(info.width - kept) / 2, 0, kept, info.height], abs=0.02 * info.width), located  # fmt: skip
+    else:  # the whole frame, scaled to 1080 px high, between bars
+        scale = 1080 / info.height
+        assert located["scale"] == pytest.approx([scale, scale], rel=0.02), located
+        assert located["marked_frame_in_copy"] == pytest.approx(
+            [(1920 - info.width * scale) / 2, 0, info.width * scale, 1080], abs=20), located  # fmt: skip
+        assert located["visible_in_marked_px"] == pytest.approx([0, 0, info.width, info.height], abs=8), located
+
+
 def _unmarked_videos(rendered: dict, folder: Path) -> list[Path]:
     plain = folder / "testsrc2.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x480:rate=25:duration=4", "-c:v", "libx264", "-preset",
