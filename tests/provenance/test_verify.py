@@ -179,7 +179,8 @@ def test_render_stage_signs_with_c2pa(rendered: dict, tmp_path: Path) -> None:
     cert, key, _ca = make_chain(tmp_path / "pki")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    params["render"].update(preset="veryfast", c2pa={"cert": str(cert), "key": str(key)})
+    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    params["render"].update(preset="veryfast", c2pa={"cert": str(cert), "key": str(key), **pins})
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_evidence(root / "data" / "demo")
@@ -215,7 +216,8 @@ def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) 
     root.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    params["render"].update(preset="ultrafast", c2pa={"cert": str(cert), "key": str(key)})
+    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    params["render"].update(preset="ultrafast", c2pa={"cert": str(cert), "key": str(key), **pins})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data" / "convert").mkdir(parents=True)
     shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
@@ -224,4 +226,33 @@ def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) 
                           timeout=600)  # fmt: skip
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "render.c2pa" in lines[0] and "self-signed" in lines[0], lines
+    assert not (root / "data" / "render" / "output.mp4").exists()
+
+
+@pytest.mark.parametrize("pins", ["unset", "stale"])
+def test_render_stage_refuses_an_unpinned_or_changed_key(rendered: dict, tmp_path: Path, pins: str) -> None:
+    """The credential's sha256 pins are what DVC sees (params): an unset pin, or a key file that no
+    longer matches its pin (a new key swapped in), fails render in one line naming the value to pin,
+    before anything is rendered."""
+    cert, key, _ca = make_chain(tmp_path / "pki")
+    c2pa = {"cert": str(cert), "key": str(key), "cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    if pins == "unset":
+        c2pa["key_sha256"] = None
+    else:
+        make_chain(tmp_path / "pki")  # a new chain and key over the same files
+    root = tmp_path / "proj"
+    root.mkdir()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
+    params["render"].update(preset="ultrafast", c2pa=c2pa)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data" / "convert").mkdir(parents=True)
+    shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "stages.render"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    what = "key" if pins == "unset" else "cert"  # a new chain changes the cert first
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert f"render.c2pa.{what}_sha256: {sha256_file(cert if what == 'cert' else key)}" in lines[0], lines
     assert not (root / "data" / "render" / "output.mp4").exists()
