@@ -575,8 +575,9 @@ class _TileReader:
         mx, my = registration.marginals(registration.power_spectra(sums))
         lo, hi = _PERIOD_LIMITS
         low = _MIN_CELL_PX * TILE / 2
-        px, cx = registration.comb_periods(mx, w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
-        py, cy = registration.comb_periods(my, h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
+        pad = registration.PAD
+        px, cx = registration.comb_periods(mx, pad * w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
+        py, cy = registration.comb_periods(my, pad * h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
         # 2. the syncs with the clearest combs, screened by their best pilot correlation (no refinement)
         screened = sorted(np.argsort(cx + cy)[::-1][:_SYNC_SCREENED],
                           key=lambda o: -self._register(sums[o], (float(px[o]), float(py[o])), ())[0])  # fmt: skip
