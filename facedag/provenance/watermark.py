@@ -49,10 +49,10 @@ A spread-spectrum mark on a coarse, tiled grid of the Y plane whose sign flips f
   a false score less likely than 1e-5 over the PERIOD shifts x 8 orientations; the score cannot
   exceed sqrt(432 pilot cells) = 20.8, and a marked 640x480 clip reaches 15-19 in 2 s. v2 keeps
   the best of about 1e6 hypotheses (3 syncs x 34 periods x 8 orientations x 9216 phases, far
-  from independent): unmarked footage scores 4-5.7 (the samples, testsrc, the demo target, and
+  from independent): unmarked footage scores 4-5.8 (the samples, testsrc, the demo target, and
   each through the edits of tests/provenance/test_watermark.py), so `THRESHOLD_V2` = 7
   (Hoeffding: < 2.3e-5 for 1e6 tries); the score cannot exceed sqrt(173) = 13.2, and marked
-  clips reach 9.3-11.4 in 2 s after CRF 28 and any of those edits. Both need the CRC to match as
+  samples reach 9.7-11.7 in 2 s after CRF 28 and any of those edits (README, Measured). Both need the CRC to match as
   well (another 2^-16).
 
 Key derivation uses SHAKE-256 only (not numpy's generators), so a key gives the same mark on
