@@ -505,12 +505,14 @@ _V2_LOCAL = 9  # v2 divides each frame difference by its mean magnitude over thi
 _V2_FLOOR = 0.1  # plus this share of the whole difference's mean magnitude (still areas keep a finite weight)
 _V2_CLIP = 2.0  # and clips the result at this
 _V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
-_HALF_HARMONICS = 12  # harmonics of the tile period the comb looks for (at half the working size)
-_SYNC_SCREENED = 16  # temporal syncs with the clearest combs, screened by a quick registration
+_HARMONICS = 12  # harmonics of the tile period the comb looks for
+_SUM_CHUNK = 32  # frame differences summed under every sync at a time (bounds the float32 copies)
 _SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
 _PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
-_MIN_CELL_PX = 2.0  # nor below this many (working) px per cell (nor the codec's 8 and 16 px blocks)
+# nor below this many (working) px per cell: not the codec's 8 and 16 px blocks, nor a third of the
+# tile (whose comb won over the tile's own at 2.0 on a 9:16 reframe, 2.2 tiles across at 6.7 px cells)
+_MIN_CELL_PX = 2.5
 _REFINE_STEPS = (0.01, 0.005)  # period corrections tried: +-2 steps of 1 %, then +-1 of 0.5 % around the best
 
 
@@ -537,17 +539,26 @@ class _TileReader:
     found) / - / 9.1; at 0.5x: 9.2 / 10.1 / 5.7 (not found); local, clipped at 2: 9.7 / 10.5 / 9.0.
 
     `result` then:
-    1. sums the differences (at half the working size) under each of the PERIOD cyclic shifts of
-       the keyed sign sequence, and looks for the tile's comb in each sum's power spectrum
-       (facedag.provenance.registration): each comb gives a tile period (px, py);
-    2. takes the _SYNC_SCREENED shifts with the clearest combs (summed over both axes; content,
-       and x264's blocks, make combs of their own, so the right one is often not first) and
-       screens them by the best pilot correlation of their half-size sum folded at that period;
-    3. for the _SYNC_CANDIDATES best (in turn, until one decodes) sums the differences at the
-       working size, folds the sum onto one tile at periods within +-2.5 % of the comb's
-       (_REFINE_STEPS), and cross-correlates each fold, in each of the 8 orientations, with the
-       pilot pattern: the best (period, orientation, phase) gives the cells, read and decoded as
-       v1 does.
+    1. sums the differences under each of the PERIOD cyclic shifts of the keyed sign sequence, and
+       looks for the tile's comb in each sum's power spectrum (facedag.provenance.registration):
+       each comb gives a tile period (px, py). At the working size, not half of it: after 0.75x
+       and CRF 28 a 480x360 copy's cells are 5 px, and at half size the right sync's comb was
+       the weakest of the 64 (its period halved) on the demo render;
+    2. screens every shift by the best pilot correlation of its sum folded at its period and at
+       the two square periods its axes give (px, px) and (py, py) (the tile is square unless the
+       copy was stretched; the comb along the axis with fewer tiles in view is the one that
+       fails: that demo copy, right sync, 6.2 at its own period and 12.5 at (px, px), the
+       wrong syncs at most 7.8). Content and x264's blocks make combs of their own, so the
+       clearest comb does not tell the sync;
+    3. for the _SYNC_CANDIDATES best syncs (in turn, until one decodes) folds the sum onto one
+       tile at periods within +-2.5 % of the screened one (_REFINE_STEPS), and cross-correlates
+       each fold, in each of the 8 orientations, with the pilot pattern: the best (period,
+       orientation, phase) gives the cells, read and decoded as v1 does.
+
+    Every fold is filtered first: each cell less the mean of its 4 neighbours (the picture's
+    residue in the sum is smooth, the keyed cells are not). On the demo render with the right
+    registration: CRF 28 8.8 -> 10.0, 0.75x + CRF 28 7.3 (CRC failed) -> 8.2 (read); a 3 x 3
+    mean took 9.8 / 8.1, 5 x 5 9.5 / 7.8.
     """
 
     def __init__(self, key: bytes | str, weights: np.ndarray) -> None:
@@ -556,6 +567,10 @@ class _TileReader:
         pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
         template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))  # the pilots, in fold bins
         self._template_spectrum = np.conj(np.fft.rfft2(template))
+        bins = _FINE_BINS * TILE
+        fy, fx = 2 * np.pi * _FINE_BINS * np.fft.fftfreq(bins)[:, None], 2 * np.pi * _FINE_BINS * np.fft.rfftfreq(bins)
+        # the fold's filter: every cell less the mean of its 4 neighbours (shifts of one cell, circular)
+        self._whiten = (1 - 0.5 * (np.cos(fy) + np.cos(fx))).astype(np.float32)
         self._diffs: list[np.ndarray] = []
         self._prev: np.ndarray | None = None
         self.frame_shape: tuple[int, int] | None = None
@@ -579,24 +594,36 @@ class _TileReader:
         diffs = self._diffs
         n, (h, w) = len(diffs), diffs[0].shape
         weights = self._weights[np.arange(n) % PERIOD]  # (n, PERIOD)
-        # 1. every sync's sum at half the working size, its spectrum, the best comb: sync and period
-        h2, w2 = h // 2, w // 2
-        half = np.stack([cv2.resize(d[: 2 * h2, : 2 * w2].astype(np.float32), (w2, h2), interpolation=cv2.INTER_AREA)
-                         for d in diffs]).reshape(n, -1)  # fmt: skip
-        sums = (weights.T.astype(np.float32) @ half).reshape(PERIOD, h2, w2)
+        # 1. every sync's sum (in chunks: float32 copies of all the differences would take GBs at 1080p)
+        sums = np.zeros((PERIOD, h * w), np.float32)
+        for start in range(0, n, _SUM_CHUNK):
+            chunk = np.stack([d.reshape(-1) for d in diffs[start : start + _SUM_CHUNK]]).astype(np.float32)
+            sums += weights[start : start + _SUM_CHUNK].T.astype(np.float32) @ chunk
+        sums = sums.reshape(PERIOD, h, w)
+        # its spectrum's best comb along each axis: a period (px, py) per sync
         mx, my = registration.marginals(registration.power_spectra(sums))
         lo, hi = _PERIOD_LIMITS
-        low = _MIN_CELL_PX * TILE / 2
+        low = _MIN_CELL_PX * TILE
         pad = registration.PAD
-        px, cx = registration.comb_periods(mx, pad * w2, max(lo * w2, low), hi * w2, _HALF_HARMONICS)
-        py, cy = registration.comb_periods(my, pad * h2, max(lo * h2, low), hi * h2, _HALF_HARMONICS)
-        # 2. the syncs with the clearest combs, screened by their best pilot correlation (no refinement)
-        screened = sorted(np.argsort(cx + cy)[::-1][:_SYNC_SCREENED],
-                          key=lambda o: -self._register(sums[o], (float(px[o]), float(py[o])), ())[0])  # fmt: skip
+        px, _ = registration.comb_periods(mx, pad * w, max(lo * w, low), hi * w, _HARMONICS)
+        py, _ = registration.comb_periods(my, pad * h, max(lo * h, low), hi * h, _HARMONICS)
+        # 2. every sync screened by its best pilot correlation (no refinement) at its own period and
+        #    at the square ones each axis gives (the tile is square unless the copy was stretched)
+        trials = []
+        for o in range(PERIOD):
+            for period in {(float(px[o]), float(py[o])), (float(px[o]),) * 2, (float(py[o]),) * 2}:
+                trials.append((self._register(sums[o], period, ())[0], o, period))
+        trials.sort(key=lambda t: -t[0])
+        candidates: list[tuple[int, tuple[float, float]]] = []
+        for _, o, period in trials:
+            if all(o != c[0] for c in candidates):
+                candidates.append((o, period))
+            if len(candidates) == _SYNC_CANDIDATES:
+                break
+        # 3. in turn, until one decodes: registered in full and read
         best: Detection | None = None
-        for candidate in screened[:_SYNC_CANDIDATES]:
-            found = self._read(diffs, weights[:, candidate], int(candidate), (2 * float(px[candidate]),
-                               2 * float(py[candidate])), frames)  # fmt: skip
+        for offset, period in candidates:
+            found = self._read(sums[offset], offset, period, frames)
             if found.found:
                 return found
             best = found if best is None or found.score > best.score else best
@@ -616,7 +643,8 @@ class _TileReader:
             for mx in span:
                 for my in span:
                     trial = (centre[0] * (1 + mx * step), centre[1] * (1 + my * step))
-                    folded = registration.fold(image, trial, bins)[None]
+                    folded = registration.fold(image, trial, bins)
+                    folded = np.fft.irfft2(np.fft.rfft2(folded) * self._whiten, s=(bins, bins))[None]
                     tiles = np.stack([np.ascontiguousarray(back(folded)[0]) for _, back in ORIENTATIONS.values()])
                     corr = np.fft.irfft2(np.fft.rfft2(tiles) * self._template_spectrum, s=(bins, bins))
                     k, dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
@@ -628,13 +656,9 @@ class _TileReader:
         assert top is not None
         return top
 
-    def _read(self, diffs: list[np.ndarray], weights: np.ndarray, offset: int, period: tuple[float, float],
-              frames: int) -> Detection:  # fmt: skip
-        """Step 3 for one candidate sync (`offset`, the differences' `weights` under it) and period."""
-        h, w = diffs[0].shape
-        acc = np.zeros((h, w), np.float32)
-        for j in np.flatnonzero(weights):
-            acc += np.float32(weights[j]) * diffs[j]
+    def _read(self, acc: np.ndarray, offset: int, period: tuple[float, float], frames: int) -> Detection:
+        """Step 3 for one candidate sync (`offset`, `acc` the differences summed under it) and period."""
+        h, w = acc.shape
         bins = _FINE_BINS * TILE
         names = list(ORIENTATIONS)
         top = self._register(acc, period, _REFINE_STEPS)
