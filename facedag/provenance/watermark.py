@@ -50,7 +50,7 @@ A spread-spectrum mark on a coarse, tiled grid of the Y plane whose sign flips f
   exceed sqrt(432 pilot cells) = 20.8, and a marked 640x480 clip reaches 15-19 in 2 s. v2 keeps
   the best of about 1e6 hypotheses (3 syncs x 34 periods x 8 orientations x 9216 phases, far
   from independent; the 3 syncs are the best of 64 x 3 periods screened): unmarked footage
-  scores 3.7-6.0 (the samples, testsrc, the demo target, and each through the edits of
+  scores 4.0-5.8 (the samples, testsrc, the demo target, and each through the edits of
   tests/provenance/test_watermark.py), so `THRESHOLD_V2` = 7 (Hoeffding: < 2.3e-5 for 1e6
   tries); the score cannot exceed sqrt(173) = 13.2, and marked samples reach 10.3-12.4 in 2 s
   after CRF 28 and any of those edits (README, Measured). Both need the CRC to match as well
@@ -508,6 +508,7 @@ _V2_CLIP = 2.0  # and clips the result at this
 _V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
 _HARMONICS = 12  # harmonics of the tile period the comb looks for
 _SUM_CHUNK = 32  # frame differences summed under every sync at a time (bounds the float32 copies)
+_SYNC_REFINED = 8  # the best screened (sync, period) pairs, screened again with the period refined
 _SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
 _PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
@@ -545,12 +546,15 @@ class _TileReader:
        each comb gives a tile period (px, py). At the working size, not half of it: after 0.75x
        and CRF 28 a 480x360 copy's cells are 5 px, and at half size the right sync's comb was
        the weakest of the 64 (its period halved) on the demo render;
-    2. screens every shift by the best pilot correlation of its sum folded at its period and at
-       the two square periods its axes give (px, px) and (py, py) (the tile is square unless the
-       copy was stretched; the comb along the axis with fewer tiles in view is the one that
-       fails: that demo copy, right sync, 6.2 at its own period and 12.5 at (px, px), the
-       wrong syncs at most 7.8). Content and x264's blocks make combs of their own, so the
-       clearest comb does not tell the sync;
+    2. screens every shift by the best pilot correlation of its sum (at half the working size)
+       folded at its period, at the two square periods its axes give, (px, px) and (py, py), and
+       at twice those (the tile is square unless the copy was stretched; the comb along the axis
+       with fewer tiles in view is the one that fails, or finds half the period: on one demo copy
+       at 0.75x the right sync scored 6.2 at its own period and 12.5 at (px, px), the wrong syncs
+       at most 7.8), then screens the _SYNC_REFINED best pairs again with the period refined by
+       +-2 steps of 1 % (a comb 2 % off smears the fold by 2 cells across 4 tiles: on another,
+       the right sync screened 7.0 against the wrong ones' 7.8). Content and x264's blocks make
+       combs of their own, so the clearest comb does not tell the sync;
     3. for the _SYNC_CANDIDATES best syncs (in turn, until one decodes) folds the sum onto one
        tile at periods within +-2.5 % of the screened one (_REFINE_STEPS), and cross-correlates
        each fold, in each of the 8 orientations, with the pilot pattern: the best (period,
@@ -614,11 +618,20 @@ class _TileReader:
         trials = []
         for o in range(PERIOD):
             half = cv2.resize(sums[o, : 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
-            for period in {(float(px[o]), float(py[o])), (float(px[o]),) * 2, (float(py[o]),) * 2}:
+            x, y = float(px[o]), float(py[o])
+            for period in {(x, y), (x, x), (y, y), (2 * x, 2 * x), (2 * y, 2 * y)}:
                 trials.append((self._register(half, (period[0] / 2, period[1] / 2), ())[0], o, period))
         trials.sort(key=lambda t: -t[0])
+        # the best of them again with the period refined (+-2 steps of 1 %): a comb 2 % off smears the
+        # fold by 2 cells across 4 tiles, and the right sync screened lower than wrong ones
+        refined = []
+        for _, o, period in trials[:_SYNC_REFINED]:
+            half = cv2.resize(sums[o, : 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
+            value, trial = self._register(half, (period[0] / 2, period[1] / 2), _REFINE_STEPS[:1])[:2]
+            refined.append((value, o, (2 * trial[0], 2 * trial[1])))
+        refined.sort(key=lambda t: -t[0])
         candidates: list[tuple[int, tuple[float, float]]] = []
-        for _, o, period in trials:
+        for _, o, period in refined:
             if all(o != c[0] for c in candidates):
                 candidates.append((o, period))
             if len(candidates) == _SYNC_CANDIDATES:
