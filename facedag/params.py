@@ -358,6 +358,10 @@ class C2pa(Section):
     key: str | None = Field(None, description="PEM: the private key of the signing certificate")
     alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
     tsa_url: str | None = Field(None, description="RFC 3161 time-stamp authority URL (needs network)")
+    # DVC hashes params, not the files they name: the credential's sha256 pins make it a dep of
+    # render (params.yaml is), so a new key re-signs, and render refuses files that do not match
+    cert_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the cert file")
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the key file")
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> C2pa:

@@ -11,7 +11,10 @@ Reads `data/convert/frames.mkv`, the target (`target.uri`, for its audio and its
   watermark in every frame (its mark id is new for every render), the visible label unless
   `render.label: false`, and container tags saying it is synthetic and naming output.json
   (facedag.swap.render); signed with a C2PA manifest as the very last step when `render.c2pa.cert`
-  and `render.c2pa.key` are set (facedag.provenance.c2pa_sign; re-encoding would drop the manifest);
+  and `render.c2pa.key` are set and match their sha256 pins (`render.c2pa.cert_sha256`,
+  `key_sha256`: the pins make the credential a dep, see `check_pins`), streamed from the encoded
+  file to a temp file beside it and renamed over it (facedag.provenance.c2pa_sign; re-encoding
+  would drop the manifest);
 - `output.json`: the provenance record (facedag.provenance.record), with the mark id and whether
   and by whom the video was signed;
 - `metrics.json`: frames, label (0/1), audio (0/1), bytes.
@@ -40,6 +43,24 @@ OUT = Path("data") / STAGE
 def model_path(params: Params) -> Path:
     """The weights convert painted with (`convert.model`), which the record names by sha256."""
     return MODELS / f"{WEIGHTS[params.convert.model]}.safetensors"
+
+
+def check_pins(path: str, pinned: str | None, what: str) -> None:
+    """Refuse a credential file whose sha256 is not the one pinned in params (render.c2pa.<what>_sha256).
+
+    DVC hashes params.yaml, not the files it names: the pin is what makes a new certificate or
+    key a changed dep of render (so the video is re-signed), and a file swapped behind DVC's
+    back is caught here instead of signing silently with it. The message gives the value to pin.
+    """
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise StageFailed(f"render.c2pa.{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if pinned is None:
+        raise StageFailed(f"render.c2pa.{what}_sha256 is not set: pin {path} with render.c2pa.{what}_sha256: {actual}")
+    if pinned != actual:
+        raise StageFailed(f"render.c2pa.{what} {path} changed since it was pinned (sha256 {actual}, pinned "
+                          f"{pinned}): set render.c2pa.{what}_sha256: {actual} to sign with it")  # fmt: skip
 
 
 def sign(params: Params, video: Path, mark_id: str) -> dict[str, Any]:
@@ -83,6 +104,10 @@ def run(params: Params) -> None:
         raise StageFailed(f"{FRAMES} not found: run convert first")
     if not Path(params.target.uri).is_file():
         raise StageFailed(f"target {params.target.uri} not found")
+    c2pa = params.render.c2pa
+    if c2pa.cert is not None and c2pa.key is not None:  # before rendering: a wrong pin fails fast
+        check_pins(c2pa.cert, c2pa.cert_sha256, "cert")
+        check_pins(c2pa.key, c2pa.key_sha256, "key")
     out = fresh_dir(OUT)
     video = out / "output.mp4"
     try:

@@ -8,7 +8,9 @@ different way, so verify looks for all of them and says what it found:
   re-encoding and rescaling; cropping removes it.
 - `tags`: the container keys (`synthetic`, `provenance`, `facedag_mark`); any re-mux can drop them.
 - `watermark`: the invisible payload in every frame (facedag.provenance.watermark); it survives
-  re-encoding, rescaling and cuts.
+  re-encoding, rescaling, cuts, flips and turns, and (v2) crops, reframes to 9:16, letterboxes,
+  zoom and borders: its `registration` says where the tile grid was found, and `located` the
+  scale and crop against the marked frame when output.json gives that frame's size.
 - `c2pa`: the signed manifest (facedag.provenance.c2pa_sign) and its validation state; any re-encode
   drops it, and one changed byte makes its validation fail.
 
@@ -131,6 +133,37 @@ def find_record(
     return None
 
 
+def locate(mark: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Scale and crop of the copy against the marked video, from the v2 mark's registration and
+    the marked frame size that output.json records (`watermark.width`/`height`); None without them.
+
+    `scale`: copy px per marked px along the copy's x and y. `marked_frame_in_copy`: where the
+    whole marked frame would lie in the copy [x, y, w, h] (outside the copy where it was cropped,
+    inside it where bars or a border were added). `visible_in_marked_px`: the part of the marked
+    frame the copy shows [x, y, w, h] in the marked frame's pixels (a crop is what is missing).
+    The placement assumes the edit kept the picture centred to within a tile (see
+    facedag.provenance.watermark's `_TileReader._registration`); a quarter turn swaps the axes.
+    """
+    reg = mark.get("registration")
+    info = (record or {}).get("watermark") or {}
+    if not reg or not isinstance(info.get("width"), int) or not isinstance(info.get("height"), int):
+        return None
+    from facedag.provenance.watermark import ORIENTATIONS
+
+    marked_w, marked_h = info["width"], info["height"]
+    if ORIENTATIONS[mark["orientation"]][0]:  # a quarter turn: the marked frame lies on its side
+        marked_w, marked_h = marked_h, marked_w
+    short = min(marked_w, marked_h)
+    sx, sy = reg["marked_short_side_px"][0] / short, reg["marked_short_side_px"][1] / short
+    (cw, ch), (cx, cy) = reg["copy_px"], reg["centre_px"]
+    x0, y0, w, h = cx - marked_w * sx / 2, cy - marked_h * sy / 2, marked_w * sx, marked_h * sy
+    vx0, vy0 = max(0.0, -x0) / sx, max(0.0, -y0) / sy
+    vx1, vy1 = (min(cw, x0 + w) - x0) / sx, (min(ch, y0 + h) - y0) / sy
+    return {"scale": [round(sx, 3), round(sy, 3)],
+            "marked_frame_in_copy": [round(v, 1) for v in (x0, y0, w, h)],
+            "visible_in_marked_px": [round(v, 1) for v in (vx0, vy0, vx1 - vx0, vy1 - vy0)]}  # fmt: skip
+
+
 def verify(path: str | os.PathLike[str], record: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON report of `path` (see the module docstring). Raises Rejected when it is not a video."""
     from facedag.provenance.c2pa_sign import read_manifest
@@ -149,6 +182,8 @@ def verify(path: str | os.PathLike[str], record: str | os.PathLike[str] | None =
         lab = found["record"]["label"]
         label_cfg = Render(label_text=lab["text"], label_position=lab.get("position", label_cfg.label_position),
                            label_size=lab.get("size", label_cfg.label_size))  # fmt: skip
+    if mark.get("registration"):
+        mark["registration"]["located"] = locate(mark, found["record"] if found else None)
     label = detect_label(file, label_cfg)
     marked = bool(label["detected"] or tags["synthetic"] or mark.get("found") or manifest.get("present"))
     return {"file": os.fspath(file), "sha256": sha, "marked": marked, "label": label, "tags": tags,

@@ -1,6 +1,6 @@
 """Invisible, keyed, error-corrected luma watermark tying a rendered video to its `output.json`.
 
-A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from frame to frame:
+A spread-spectrum mark on a coarse, tiled grid of the Y plane whose sign flips from frame to frame:
 
 - Payload (`PAYLOAD_BYTES` = 8, 64 bits): a random 6-byte id (`new_mark_id()`, 12 hex
   characters, recorded in output.json) then its CRC-16/CCITT-FALSE (2 bytes, big-endian). The
@@ -9,12 +9,21 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
   code of LTE (generators 133, 171, 165 octal): `CODE_BITS` = 210 code bits, decoded by a
   soft-decision Viterbi decoder (numpy). Soft decisions use how sure every bit is: worth about
   2 dB over hard decisions into a block code.
-- Spreading: the frame is a `GRID` of 36 x 48 cells relative to its size, so a rescaled copy
-  maps back to the same cells. A keyed permutation gives a quarter of the cells to a pilot (a
-  known +1) and the rest, in turn, to the 210 code bits (6 or 7 cells each, scattered, so the
-  visible label box in a corner costs a few cells of many bits, which the code corrects). Every
-  cell has a keyed +-1 chip. The cell image (chip x bit sign) is upscaled bilinearly to the
-  frame: smooth and low-frequency, so H.264 and rescaling keep it.
+- Spreading, v2 (`METHOD`, what render embeds): one square tile of `TILE` x `TILE` = 576 cells
+  repeats over the frame, `TILES_SHORT` = 3 tiles along its shorter side (4 x 3 tiles of 160 px
+  on 640x480, 6.7 px cells), a tile corner on the frame's centre. A keyed permutation gives 30 %
+  of the cells to a pilot (a known +1) and the rest, in turn, to the 210 code bits (1 or 2 cells
+  each; every tile in view adds to them). Every cell has a keyed +-1 chip. The cell image
+  (chip x bit sign) is upscaled bilinearly to the frame: smooth and low-frequency, so H.264 and
+  rescaling keep it. Because whatever part of the frame is left holds whole periods of the same
+  tile, a crop, a reframe to 9:16, a letterbox, a zoom or a border with a rescale is read after
+  registration (`_TileReader`, facedag.provenance.registration): the tile period and the
+  temporal sync from the comb in the power spectrum of the frame differences summed under each
+  sync, then the phase and orientation by cross-correlating the folded sum with the pilots.
+- Spreading, v1 (`METHOD_V1`, files marked before v2; still read, `Embedder(version=1)` still
+  makes them for tests): the frame is a `GRID` of 36 x 48 cells relative to its size, a quarter
+  of them pilots, 6 or 7 cells per code bit. A rescaled copy maps back to the same cells; a crop
+  or a letterbox moves the grid off its cells and is not read.
 - Temporal keying: frame `i` carries the pattern times `s[i mod PERIOD]`, a keyed +-1 sequence
   that changes sign at `SIGN_CHANGES` = 16 keyed frames of every 64. The detector takes the
   difference of consecutive frames, which cancels the picture (static or slowly moving) and holds
@@ -26,9 +35,9 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
 - Sync: a cut file starts at an unknown index, so the detector sums with all `PERIOD` cyclic
   shifts of `s` at once and keeps the shift where the pilot is strongest (`offset`).
 - Orientation: a mirrored, upside-down or rotated copy (a re-upload, a player's rotation
-  flag applied) moves the cells but keeps their signs, so the detector also reads the frame on
-  the turned grid (48 x 36) and scores the 8 flips and quarter turns of both grids, keeping
-  the strongest (`orientation`). Crops and letterboxes move the grid off its cells: not read.
+  flag applied) moves the cells but keeps their signs, so the detector scores the 8 flips and
+  quarter turns (v1: of its grid and of the turned grid, 48 x 36; v2: of the square tile) and
+  keeps the strongest (`orientation`).
 - Perceptual masking: the amplitude is `strength` (1 luma level) on flat areas and grows with
   local activity, where texture hides it, up to `MAX_GAIN` x strength; a frame whose change would
   exceed MAX_MSE (PSNR `MIN_PSNR_DB`) is scaled down as a whole. The gain map comes from a 96x72
@@ -36,15 +45,22 @@ A spread-spectrum mark on a coarse grid of the Y plane whose sign flips from fra
 - Detection score: the pilot correlation as a z-score, sum(chip x residue) / sqrt(sum(residue^2))
   over the pilot cells. The chips are keyed coin flips independent of any content, so without
   the mark (or with another key's mark) the score is a sum of random signs: mean 0, variance 1
-  and P(score > t) <= exp(-t^2 / 2) (Hoeffding) whatever the picture. `THRESHOLD` = 6 makes a
-  false score less likely than 1e-5 over the PERIOD shifts x 8 orientations, and the CRC must
-  match as well (another 2^-16). The score cannot exceed sqrt(pilot cells) = 20.8; a marked 640x480 clip
-  reaches 15-19 in 2 s, also after CRF 28 and rescaling.
+  and P(score > t) <= exp(-t^2 / 2) (Hoeffding) whatever the picture. v1: `THRESHOLD` = 6 makes
+  a false score less likely than 1e-5 over the PERIOD shifts x 8 orientations; the score cannot
+  exceed sqrt(432 pilot cells) = 20.8, and a marked 640x480 clip reaches 15-19 in 2 s. v2 keeps
+  the best of about 1e6 hypotheses (3 syncs x 34 periods x 8 orientations x 9216 phases, far
+  from independent; the 3 syncs are the best of 64 x 3 periods screened): unmarked footage
+  scores 4.0-5.8 (the samples, testsrc, the demo target, and each through the edits of
+  tests/provenance/test_watermark.py), so `THRESHOLD_V2` = 7 (Hoeffding: < 2.3e-5 for 1e6
+  tries); the score cannot exceed sqrt(173) = 13.2, and marked samples reach 10.3-12.4 in 2 s
+  after CRF 28 and any of those edits (README, Measured). Both need the CRC to match as well
+  (another 2^-16).
 
 Key derivation uses SHAKE-256 only (not numpy's generators), so a key gives the same mark on
-every numpy version: a file marked today verifies with a later facedag. Changing GRID, PERIOD,
-SIGN_CHANGES, the code or the layout rules breaks that: bump METHOD and DEFAULT_KEY's version
-then (tests/provenance/test_watermark.py pins the layout's digest to catch it).
+every numpy version: a file marked today verifies with a later facedag. Changing GRID, TILE,
+TILES_SHORT, PERIOD, SIGN_CHANGES, the code or the layout rules breaks that: add a METHOD version
+then, and keep reading the old ones (tests/provenance/test_watermark.py pins both layouts'
+digests to catch it).
 """
 
 from __future__ import annotations
@@ -64,22 +80,30 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facedag.provenance import registration
+
 ID_BYTES = 6
 CRC_BYTES = 2
 PAYLOAD_BYTES = ID_BYTES + CRC_BYTES
 PAYLOAD_BITS = 8 * PAYLOAD_BYTES
 DEFAULT_KEY = b"facedag-watermark-v1"
 # What output.json records as the method: names this scheme and its version (bump with any change
-# that makes old marks unreadable: GRID, PERIOD, SIGN_CHANGES, the code, the layout rules)
-METHOD = "facedag-luma-ss-v1"
+# that makes old marks unreadable: GRID, TILE, TILES_SHORT, PERIOD, SIGN_CHANGES, the code, the
+# layout rules). v1 (the frame-relative grid) is still read; render embeds v2 (the tiled one).
+METHOD_V1 = "facedag-luma-ss-v1"
+METHOD = "facedag-luma-ss-v2"
 
 GRID = (36, 48)  # cells (rows, cols), whatever the frame size
 PERIOD = 64  # length of the keyed frame sign sequence: the detector searches all its shifts
 SIGN_CHANGES = 16  # sign changes per PERIOD: more read faster, fewer cost x264 fewer bits (see module doc)
 PILOT_FRACTION = 0.25
+TILE = 24  # v2: cells per side of the square tile that repeats over the frame
+TILES_SHORT = 3  # v2: tiles along the frame's shorter side (a 640x480 frame holds 4 x 3 tiles of 160 px)
+PILOT_FRACTION_V2 = 0.3  # v2: a larger share of pilots, the tile's 576 cells being fewer than GRID's
 DEFAULT_STRENGTH = 1.0  # mark amplitude (luma levels) on flat areas
 MAX_GAIN = 3.0  # amplitude on busy areas, as a multiple of strength
 THRESHOLD = 6.0  # pilot z-score from which a video counts as marked (with a valid CRC)
+THRESHOLD_V2 = 7.0  # the same for v2, which searches ~1e6 syncs, periods, orientations and phases (module doc)
 CLIP = 1.5  # frame differences are clipped at this many times their median magnitude
 MIN_PSNR_DB = 42.5  # the gain map is scaled down where a frame would fall below this
 MAX_MSE = 255.0**2 / 10 ** (MIN_PSNR_DB / 10)
@@ -88,6 +112,7 @@ _K = 7  # constraint length of the convolutional code
 _GENERATORS = (0o133, 0o171, 0o165)
 _TAIL = _K - 1
 CODE_BITS = (PAYLOAD_BITS + _TAIL) * len(_GENERATORS)
+_V2 = "v2 "  # prefix of the v2 layout's key labels: v1 and v2 chips are independent
 
 
 # --- payload and error correction -------------------------------------------------------------
@@ -200,20 +225,26 @@ def _keyed_permutation(key: bytes, label: str, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Everything the key decides: chips, which cell carries what, the frame signs."""
+    """Everything the key decides: chips, which cell carries what, the frame signs.
+
+    v1: the GRID of cells spread over the whole frame. v2: the TILE x TILE tile that repeats; its
+    chips and cells come from labels of their own, the frame signs are v1's (same key, same
+    temporal keying)."""
 
     chips: np.ndarray  # (cells,) +-1 int8
     pilot: np.ndarray  # (cells,) bool
     bit_of_cell: np.ndarray  # (cells,) int: the code bit a data cell carries, -1 for pilot cells
     signs: np.ndarray  # (PERIOD,) +-1 int8, SIGN_CHANGES changes per cycle
+    shape: tuple[int, int]  # (rows, cols) of the cells
 
     @classmethod
     @functools.lru_cache(maxsize=8)
-    def from_key(cls, key: bytes) -> _Layout:
+    def from_key(cls, key: bytes, version: int = 1) -> _Layout:
         """The layout of `key` (cached: read-only arrays shared by every Embedder of the key)."""
-        cells = GRID[0] * GRID[1]
-        order = _keyed_permutation(key, "cells", cells)
-        n_pilot = round(PILOT_FRACTION * cells)
+        shape, fraction, label = (GRID, PILOT_FRACTION, "") if version == 1 else ((TILE, TILE), PILOT_FRACTION_V2, _V2)
+        cells = shape[0] * shape[1]
+        order = _keyed_permutation(key, f"{label}cells", cells)
+        n_pilot = round(fraction * cells)
         pilot = np.zeros(cells, bool)
         pilot[order[:n_pilot]] = True
         bit_of_cell = np.full(cells, -1, np.int64)
@@ -221,17 +252,53 @@ class _Layout:
         flips = np.ones(PERIOD, np.int8)
         flips[_keyed_permutation(key, "frames", PERIOD)[:SIGN_CHANGES]] = -1
         signs = np.cumprod(flips).astype(np.int8)  # SIGN_CHANGES (even) changes per cycle, at keyed frames
-        arrays = (_keyed_signs(key, "chips", cells), pilot, bit_of_cell, signs)
+        arrays = (_keyed_signs(key, f"{label}chips", cells), pilot, bit_of_cell, signs)
         for array in arrays:
             array.setflags(write=False)
-        return cls(*arrays)
+        return cls(*arrays, shape)
 
     def cell_signs(self, code: np.ndarray) -> np.ndarray:
         """The +-1 value of every cell for codeword `code`: chip x (pilot: +1, data: 2*bit-1)."""
         value = np.ones(self.chips.shape, np.int8)
         data = ~self.pilot
         value[data] = 2 * code[self.bit_of_cell[data]].astype(np.int8) - 1
-        return (self.chips * value).reshape(GRID)
+        return (self.chips * value).reshape(self.shape)
+
+    def pilot_z(self, cells: np.ndarray) -> float:
+        """The pilot z-score of cell values in this layout: sum(chip x v) / sqrt(sum(v^2)) over pilots."""
+        v = cells[self.pilot]
+        return float(np.dot(self.chips[self.pilot], v) / max(math.sqrt(float(np.dot(v, v))), 1e-12))
+
+    def decode(self, cells: np.ndarray) -> tuple[str | None, int]:
+        """(mark id or None when the CRC fails, code bits the error correction fixed) from cell values."""
+        despread = cells * self.chips
+        data = ~self.pilot
+        soft = np.bincount(self.bit_of_cell[data], weights=despread[data], minlength=CODE_BITS)
+        bits = viterbi_decode(soft)
+        return parse_payload(bits), int(np.count_nonzero((soft > 0) != conv_encode(bits).astype(bool)))
+
+
+def tile_counts(width: int, height: int) -> tuple[float, float]:
+    """How many v2 tiles span a `width` x `height` frame (x, y): TILES_SHORT along the shorter side,
+    square tiles, so the longer side holds a fractional number."""
+    side = min(width, height) / TILES_SHORT
+    return width / side, height / side
+
+
+def tiled_cells(cells: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The v2 pattern: `cells` (TILE x TILE) repeated over the frame and upscaled bilinearly to
+    `width` x `height`, a tile corner on the frame's centre (so a centre crop keeps the phase)."""
+    nx, ny = tile_counts(width, height)
+    reps_x, reps_y = math.ceil(nx / 2) + 1, math.ceil(ny / 2) + 1  # whole tiles on each side of the centre
+    grid = np.tile(cells, (2 * reps_y, 2 * reps_x)).astype(np.float32)
+    scale_x, scale_y = width / (nx * TILE), height / (ny * TILE)  # frame px per cell
+    # the grid's centre (a tile corner) goes to the frame's centre; an affine warp samples it bilinearly
+    m = np.array([[1 / scale_x, 0, reps_x * TILE - width / (2 * scale_x)],
+                  [0, 1 / scale_y, reps_y * TILE - height / (2 * scale_y)]], np.float64)  # fmt: skip
+    # warpAffine maps dst (x, y) to src = m @ (x, y, 1); cell centres sit at half-integers of the grid
+    m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5
+    return cv2.warpAffine(grid, m, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_WRAP)  # fmt: skip
 
 
 # --- embedding -------------------------------------------------------------------------------
@@ -258,7 +325,8 @@ _ROUNDING_MSE = 0.3  # what rounding the change to whole levels adds to a frame'
 
 
 class Embedder:
-    """Marks the Y planes of one video's frames with `mark_id` under `key`.
+    """Marks the Y planes of one video's frames with `mark_id` under `key` (v2, the tiled mark,
+    unless `version` is 1).
 
     The pattern is computed once. Per frame: a gain map from a 96x72 copy of the frame
     (perceptual masking, capped so the frame keeps PSNR >= MIN_PSNR_DB), one multiply and one
@@ -266,17 +334,24 @@ class Embedder:
     """
 
     def __init__(self, mark_id: str, width: int, height: int, key: bytes | str = DEFAULT_KEY,
-                 strength: float = DEFAULT_STRENGTH) -> None:  # fmt: skip
+                 strength: float = DEFAULT_STRENGTH, version: int = 2) -> None:  # fmt: skip
         if width < GRID[1] or height < GRID[0]:
             raise ValueError(f"frame {width}x{height} is smaller than the watermark grid {GRID[1]}x{GRID[0]}")
         if not strength > 0:
             raise ValueError(f"strength must be positive: {strength}")
+        if version not in (1, 2):
+            raise ValueError(f"watermark version must be 1 or 2: {version}")
         self.mark_id = mark_id
         self.width, self.height = width, height
         self.strength = float(strength)
-        layout = _Layout.from_key(_key_bytes(key))
+        self.method = METHOD if version == 2 else METHOD_V1
+        layout = _Layout.from_key(_key_bytes(key), version)
         cells = layout.cell_signs(conv_encode(payload_bits(mark_id))).astype(np.float32)
-        pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32(strength)
+        if version == 1:  # the frame-relative grid: kept so that v1 files can be made (and read) in tests
+            pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_LINEAR)
+        else:
+            pattern = tiled_cells(cells, width, height)
+        pattern *= np.float32(strength)
         self._pattern = pattern
         # mean squared pattern over each cell of the gain map: predicts a frame's MSE from its gain map
         self._pattern_power = cv2.resize(pattern * pattern, _MASK_SIZE, interpolation=cv2.INTER_AREA)
@@ -317,7 +392,9 @@ class Detection:
     found). `score`: the pilot z-score at the best frame offset (about N(0, 1) without a mark).
     `frames`: frames read. `offset`: the sign sequence index (mod PERIOD) of the first frame read,
     as found by the sync search (only when found). `orientation`: how the video is turned from
-    the marked one, one of ORIENTATIONS (only when found).
+    the marked one, one of ORIENTATIONS (only when found). `method`: METHOD or METHOD_V1, the
+    scheme the mark was read with (only when found). `registration` (v2 only, when found): where
+    the tile grid was found in the copy, see `_TileReader.result`.
     """
 
     found: bool
@@ -328,6 +405,8 @@ class Detection:
     frames: int
     offset: int | None
     orientation: str | None = None
+    method: str | None = None
+    registration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,6 +434,14 @@ ORIENTATIONS: dict[str, tuple[bool, Any]] = {
 }
 
 
+def _difference_weights(signs: np.ndarray) -> np.ndarray:
+    """[t, o]: the weight of the difference (frame t - frame t+1) when the first frame read had
+    index o: (s_t+o - s_t+o+1) / 2, zero where the sign held (indices modulo PERIOD)."""
+    s = signs.astype(np.float64)
+    shifted = np.stack([np.roll(s, -o) for o in range(PERIOD)], axis=1)  # [t, o] = s[(t + o) % P]
+    return (shifted - np.roll(shifted, -1, axis=0)) / 2
+
+
 class _Accumulator:
     """Sums frame differences weighted by every cyclic shift of the keyed sign sequence.
 
@@ -366,17 +453,14 @@ class _Accumulator:
 
     def __init__(self, key: bytes | str) -> None:
         self.layout = _Layout.from_key(_key_bytes(key))
-        signs = self.layout.signs.astype(np.float64)
-        shifted = np.stack([np.roll(signs, -o) for o in range(PERIOD)], axis=1)  # [t, o] = s[(t + o) % P]
-        # weight of the difference (frame t - frame t+1): (s_t - s_t+1) / 2, zero where the sign held
-        self._weights = (shifted - np.roll(shifted, -1, axis=0)) / 2
+        self._weights = _difference_weights(self.layout.signs)
         # [turned grid?] -> sums over the frame differences, one row per cyclic shift
         self.sums = {turned: np.zeros((PERIOD, GRID[0] * GRID[1]), np.float64) for turned in (False, True)}
         self._prev: dict[bool, np.ndarray] = {}
         self.frames = 0
 
     def add(self, y: np.ndarray) -> None:
-        """Add the next Y plane (any size, uint8 or float)."""
+        """Add the next Y plane (any size, uint8 or float; or the frame already halved some times)."""
         # the halvings both grids take, done once (each _shrink then goes on from here, so the
         # cells are exactly those of the whole frame)
         side = max(GRID)
@@ -411,23 +495,266 @@ class _Accumulator:
         score, offset, orientation, sums = round(best[0], 3), best[1], best[2], best[3]
         if score < THRESHOLD:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
-        despread = sums[offset] * layout.chips
-        data = ~layout.pilot
-        soft = np.bincount(layout.bit_of_cell[data], weights=despread[data], minlength=CODE_BITS)
-        bits = viterbi_decode(soft)
-        mark_id = parse_payload(bits)
+        mark_id, errors = layout.decode(sums[offset])
         if mark_id is None:
             return Detection(False, None, None, score, THRESHOLD, self.frames, None)
-        errors = int(np.count_nonzero((soft > 0) != conv_encode(bits).astype(bool)))
-        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset, orientation)
+        return Detection(True, mark_id, errors, score, THRESHOLD, self.frames, offset, orientation, METHOD_V1)
+
+
+_WORK_SHORT = 480  # v2 reads frames halved while their shorter side is at least this many px
+_V2_LOCAL = 9  # v2 divides each frame difference by its mean magnitude over this many px square (_TileReader)
+_V2_FLOOR = 0.1  # plus this share of the whole difference's mean magnitude (still areas keep a finite weight)
+_V2_CLIP = 2.0  # and clips the result at this
+_V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
+_HARMONICS = 12  # harmonics of the tile period the comb looks for
+_SUM_CHUNK = 32  # frame differences summed under every sync at a time (bounds the float32 copies)
+_SYNC_REFINED = 8  # the best screened (sync, period) pairs, screened again with the period refined
+_SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
+_FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
+_PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
+# nor below this many (working) px per cell: not the codec's 8 and 16 px blocks, nor a third of the
+# tile (whose comb won over the tile's own at 2.0 on a 9:16 reframe, 2.2 tiles across at 6.7 px cells)
+_MIN_CELL_PX = 2.5
+_REFINE_STEPS = (0.01, 0.005)  # period corrections tried: +-2 steps of 1 %, then +-1 of 0.5 % around the best
+
+
+def _work_image(y: np.ndarray) -> np.ndarray:
+    """`y` as float32, halved while its shorter side is at least _WORK_SHORT (what v2 reads; v1
+    goes on halving from here, so its cells stay those of the whole frame)."""
+    img = np.asarray(y, np.float32)
+    while min(img.shape) >= _WORK_SHORT:
+        h, w = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class _TileReader:
+    """Reads the v2 (tiled) mark: keeps the frame differences, then registers and decodes.
+
+    Each difference (frame t - frame t+1, on the working image) is divided by its local mean
+    magnitude (over _V2_LOCAL px, plus _V2_FLOOR x the frame's), clipped at _V2_CLIP and kept
+    (float16): every area weighs by how little the picture moves there, the mark being the same
+    everywhere. v1 reads 13 px cell means and gets by with one scale per frame; v2 reads pixels,
+    and moving edges make heavy-tailed differences. Scores after CRF 28 veryfast on the demo
+    target (a pan over a photo, 16 levels of change per frame) at 1x and 0.75x, and on moving
+    white noise (tests/provenance/test_watermark.py): one scale per frame clipped at 3x: 5.3 (not
+    found) / - / 9.1; at 0.5x: 9.2 / 10.1 / 5.7 (not found); local, clipped at 2: 9.7 / 10.5 / 9.0.
+
+    `result` then:
+    1. sums the differences under each of the PERIOD cyclic shifts of the keyed sign sequence, and
+       looks for the tile's comb in each sum's power spectrum (facedag.provenance.registration):
+       each comb gives a tile period (px, py). At the working size, not half of it: after 0.75x
+       and CRF 28 a 480x360 copy's cells are 5 px, and at half size the right sync's comb was
+       the weakest of the 64 (its period halved) on the demo render;
+    2. screens every shift by the best pilot correlation of its sum (at half the working size)
+       folded at its period, at the two square periods its axes give, (px, px) and (py, py), and
+       at twice those (the tile is square unless the copy was stretched; the comb along the axis
+       with fewer tiles in view is the one that fails, or finds half the period: on one demo copy
+       at 0.75x the right sync scored 6.2 at its own period and 12.5 at (px, px), the wrong syncs
+       at most 7.8), then screens the _SYNC_REFINED best pairs again with the period refined by
+       +-2 steps of 1 % (a comb 2 % off smears the fold by 2 cells across 4 tiles: on another,
+       the right sync screened 7.0 against the wrong ones' 7.8). Content and x264's blocks make
+       combs of their own, so the clearest comb does not tell the sync;
+    3. for the _SYNC_CANDIDATES best syncs (in turn, until one decodes) folds the sum onto one
+       tile at periods within +-2.5 % of the screened one (_REFINE_STEPS), and cross-correlates
+       each fold, in each of the 8 orientations, with the pilot pattern: the best (period,
+       orientation, phase) gives the cells, read and decoded as v1 does.
+
+    Every fold is filtered first: each cell less the mean of its 4 neighbours (the picture's
+    residue in the sum is smooth, the keyed cells are not). On the demo render with the right
+    registration: CRF 28 8.8 -> 10.0, 0.75x + CRF 28 7.3 (CRC failed) -> 8.2 (read); a 3 x 3
+    mean took 9.8 / 8.1, 5 x 5 9.5 / 7.8.
+    """
+
+    def __init__(self, key: bytes | str, weights: np.ndarray) -> None:
+        self.layout = _Layout.from_key(_key_bytes(key), 2)
+        self._weights = weights
+        pilots = (self.layout.chips * self.layout.pilot).reshape(TILE, TILE).astype(np.float32)
+        template = np.kron(pilots, np.ones((_FINE_BINS, _FINE_BINS), np.float32))  # the pilots, in fold bins
+        self._template_spectrum = np.conj(np.fft.rfft2(template))
+        bins = _FINE_BINS * TILE
+        fy, fx = 2 * np.pi * _FINE_BINS * np.fft.fftfreq(bins)[:, None], 2 * np.pi * _FINE_BINS * np.fft.rfftfreq(bins)
+        # the fold's filter: every cell less the mean of its 4 neighbours (shifts of one cell, circular)
+        self._whiten = (1 - 0.5 * (np.cos(fy) + np.cos(fx))).astype(np.float32)
+        self._diffs: list[np.ndarray] = []
+        self._prev: np.ndarray | None = None
+        self.frame_shape: tuple[int, int] | None = None
+
+    def add(self, work: np.ndarray, frame_shape: tuple[int, int]) -> None:
+        """Add the next frame's working image (from `_work_image`) of a frame of `frame_shape` (h, w)."""
+        if self._prev is not None and self._prev.shape == work.shape and len(self._diffs) < _V2_MAX_DIFFS:
+            diff = cv2.subtract(self._prev, work)
+            local = cv2.blur(np.abs(diff), (_V2_LOCAL, _V2_LOCAL))
+            local += _V2_FLOOR * cv2.norm(diff, cv2.NORM_L1) / diff.size + 1e-3
+            diff /= local
+            np.clip(diff, -_V2_CLIP, _V2_CLIP, out=diff)
+            self._diffs.append(diff.astype(np.float16))
+        self._prev = work
+        self.frame_shape = self.frame_shape or frame_shape
+
+    def result(self, frames: int) -> Detection:
+        none = Detection(False, None, None, 0.0, THRESHOLD_V2, frames, None)
+        if len(self._diffs) < 2 or self.frame_shape is None:
+            return none
+        diffs = self._diffs
+        n, (h, w) = len(diffs), diffs[0].shape
+        weights = self._weights[np.arange(n) % PERIOD]  # (n, PERIOD)
+        # 1. every sync's sum (in chunks: float32 copies of all the differences would take GBs at 1080p)
+        sums = np.zeros((PERIOD, h * w), np.float32)
+        for start in range(0, n, _SUM_CHUNK):
+            chunk = np.stack([d.reshape(-1) for d in diffs[start : start + _SUM_CHUNK]]).astype(np.float32)
+            sums += weights[start : start + _SUM_CHUNK].T.astype(np.float32) @ chunk
+        sums = sums.reshape(PERIOD, h, w)
+        # its spectrum's best comb along each axis: a period (px, py) per sync
+        mx, my = registration.marginals(registration.power_spectra(sums))
+        lo, hi = _PERIOD_LIMITS
+        low = _MIN_CELL_PX * TILE
+        pad = registration.PAD
+        px, _ = registration.comb_periods(mx, pad * w, max(lo * w, low), hi * w, _HARMONICS)
+        py, _ = registration.comb_periods(my, pad * h, max(lo * h, low), hi * h, _HARMONICS)
+        # 2. every sync screened by its best pilot correlation (no refinement) at its own period and
+        #    at the square ones each axis gives (the tile is square unless the copy was stretched)
+        h2, w2 = h // 2, w // 2
+        trials = []
+        for o in range(PERIOD):
+            half = cv2.resize(sums[o, : 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
+            x, y = float(px[o]), float(py[o])
+            for period in {(x, y), (x, x), (y, y), (2 * x, 2 * x), (2 * y, 2 * y)}:
+                trials.append((self._register(half, (period[0] / 2, period[1] / 2), ())[0], o, period))
+        trials.sort(key=lambda t: -t[0])
+        # the best of them again with the period refined (+-2 steps of 1 %): a comb 2 % off smears the
+        # fold by 2 cells across 4 tiles, and the right sync screened lower than wrong ones
+        refined = []
+        for _, o, period in trials[:_SYNC_REFINED]:
+            half = cv2.resize(sums[o, : 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
+            value, trial = self._register(half, (period[0] / 2, period[1] / 2), _REFINE_STEPS[:1])[:2]
+            refined.append((value, o, (2 * trial[0], 2 * trial[1])))
+        refined.sort(key=lambda t: -t[0])
+        candidates: list[tuple[int, tuple[float, float]]] = []
+        for _, o, period in refined:
+            if all(o != c[0] for c in candidates):
+                candidates.append((o, period))
+            if len(candidates) == _SYNC_CANDIDATES:
+                break
+        # 3. in turn, until one decodes: registered in full and read
+        best: Detection | None = None
+        for offset, period in candidates:
+            found = self._read(sums[offset], offset, period, frames)
+            if found.found:
+                return found
+            best = found if best is None or found.score > best.score else best
+        assert best is not None
+        return best
+
+    def _register(self, image: np.ndarray, period: tuple[float, float],
+                  steps: tuple[float, ...]) -> tuple[float, tuple[float, float], int, np.ndarray, int, int]:
+        """The best (normalised pilot correlation, period, orientation index, tile in the marked
+        orientation, dy, dx) over the orientations and phases of `image` folded at `period` and, for
+        each of `steps` in turn, at +-2 (first step) or +-1 such relative steps around the best so far."""
+        bins = _FINE_BINS * TILE
+        top: tuple[float, tuple[float, float], int, np.ndarray, int, int] | None = None
+        centre = period
+        for index, step in enumerate(steps or (0.0,)):
+            span = (0,) if not step else (-2, -1, 0, 1, 2) if index == 0 else (-1, 0, 1)
+            for mx in span:
+                for my in span:
+                    trial = (centre[0] * (1 + mx * step), centre[1] * (1 + my * step))
+                    folded = registration.fold(image, trial, bins)
+                    folded = np.fft.irfft2(np.fft.rfft2(folded) * self._whiten, s=(bins, bins))[None]
+                    tiles = np.stack([np.ascontiguousarray(back(folded)[0]) for _, back in ORIENTATIONS.values()])
+                    corr = np.fft.irfft2(np.fft.rfft2(tiles) * self._template_spectrum, s=(bins, bins))
+                    k, dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+                    value = float(corr[k, dy, dx]) / (float(np.sqrt(np.square(folded).sum())) + 1e-12)
+                    if top is None or value > top[0]:
+                        top = (value, trial, int(k), tiles[k], int(dy), int(dx))
+            assert top is not None
+            centre = top[1]
+        assert top is not None
+        return top
+
+    def _read(self, acc: np.ndarray, offset: int, period: tuple[float, float], frames: int) -> Detection:
+        """Step 3 for one candidate sync (`offset`, `acc` the differences summed under it) and period."""
+        h, w = acc.shape
+        bins = _FINE_BINS * TILE
+        names = list(ORIENTATIONS)
+        top = self._register(acc, period, _REFINE_STEPS)
+        _, period, k, tile, dy, dx = top
+        orientation = names[k]
+        aligned = np.roll(tile, (-dy, -dx), axis=(0, 1))
+        cells = aligned.reshape(TILE, _FINE_BINS, TILE, _FINE_BINS).sum(axis=(1, 3)).ravel()
+        score = round(self.layout.pilot_z(cells), 3)
+        if score < THRESHOLD_V2:
+            return Detection(False, None, None, score, THRESHOLD_V2, frames, None)
+        mark_id, errors = self.layout.decode(cells)
+        if mark_id is None:
+            return Detection(False, None, None, score, THRESHOLD_V2, frames, None)
+        reg = self._registration((h, w), period, ORIENTATIONS[orientation][1], bins, dy, dx)
+        return Detection(True, mark_id, errors, score, THRESHOLD_V2, frames, offset, orientation, METHOD, reg)
+
+    def _registration(self, work_shape: tuple[int, int], period: tuple[float, float], back: Any, bins: int,
+                      dy: int, dx: int) -> dict[str, Any]:  # fmt: skip
+        """Where the tile grid lies in the copy (its own pixels and axes).
+
+        `copy_px`: the copy's frame size (w, h). `tile_px`: the period along x and y. `centre_px`: a
+        tile corner, the one nearest the copy's centre; the marked frame's centre sits on a tile
+        corner, so for a crop, letterbox, zoom or
+        border that keeps the picture centred this is where the marked frame's centre is (otherwise
+        it is that modulo one tile). `marked_short_side_px`: how long the marked frame's shorter side
+        is in the copy, measured along x and along y (TILES_SHORT tiles): their ratio to the marked
+        frame's own size is the scale, which output.json can supply (facedag.provenance.verify).
+        """
+        assert self.frame_shape is not None
+        fh, fw = self.frame_shape
+        sx, sy = fw / work_shape[1], fh / work_shape[0]
+        # which fold bins (row, col) the aligned tile's first and last bins came from
+        rows, cols = np.indices((bins, bins))
+        src_r = np.roll(back(rows[None])[0], (-dy, -dx), axis=(0, 1))
+        src_c = np.roll(back(cols[None])[0], (-dy, -dx), axis=(0, 1))
+        corner = []
+        for first, last in ((src_c[0, 0], src_c[-1, -1]), (src_r[0, 0], src_r[-1, -1])):
+            # the corner lies between two bins that are neighbours modulo the tile
+            corner.append(int(first) if (int(first) - int(last)) % bins == 1 else int(last))
+        tile_x, tile_y = period[0] * sx, period[1] * sy
+        centre = []
+        for bin_, tile, size in ((corner[0], tile_x, fw), (corner[1], tile_y, fh)):
+            pos = bin_ * tile / bins
+            centre.append(round(pos + tile * round((size / 2 - pos) / tile), 1))
+        return {"copy_px": [fw, fh], "tile_px": [round(tile_x, 2), round(tile_y, 2)], "centre_px": centre,
+                "marked_short_side_px": [round(TILES_SHORT * tile_x, 1), round(TILES_SHORT * tile_y, 1)]}  # fmt: skip
+
+
+class _Reader:
+    """Feeds every frame to both readers (v1 and v2) and keeps the stronger answer."""
+
+    def __init__(self, key: bytes | str) -> None:
+        self.v1 = _Accumulator(key)
+        self.v2 = _TileReader(key, self.v1._weights)
+
+    @property
+    def frames(self) -> int:
+        return self.v1.frames
+
+    def add(self, y: np.ndarray) -> None:
+        work = _work_image(y)
+        self.v2.add(work, (int(y.shape[0]), int(y.shape[1])))
+        self.v1.add(work)
+
+    def result(self) -> Detection:
+        v1 = self.v1.result()
+        v2 = self.v2.result(self.v1.frames)
+        if v2.found and (not v1.found or v2.score >= v1.score):
+            return v2
+        if v1.found:
+            return v1
+        return v2 if v2.score / v2.threshold >= v1.score / v1.threshold else v1
 
 
 def detect_frames(y_frames: Iterable[np.ndarray], key: bytes | str = DEFAULT_KEY) -> Detection:
-    """Look for a mark under `key` in consecutive Y planes (any size, display order)."""
-    acc = _Accumulator(key)
+    """Look for a mark (v2 or v1) under `key` in consecutive Y planes (any size, display order)."""
+    reader = _Reader(key)
     for y in y_frames:
-        acc.add(y)
-    return acc.result()
+        reader.add(y)
+    return reader.result()
 
 
 _LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
@@ -459,7 +786,7 @@ def detect_file(path: str | os.PathLike[str], key: bytes | str = DEFAULT_KEY, ma
     if not src.is_file():
         raise ValueError(f"no such file: {src}")
     deadline = time.monotonic() + timeout
-    acc = _Accumulator(key)
+    acc = _Reader(key)
     try:
         container = av.open(os.fspath(src), mode="r", metadata_errors="replace")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:

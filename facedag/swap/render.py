@@ -148,7 +148,8 @@ def render_video(
             raise
         encoder.close()
     return {"label": cfg.label, "audio": audio, "fontsize": label_geometry(cfg, height)["fontsize"],
-            "frames": encoder.frames, "watermark": {"mark_id": mark_id, "method": METHOD}}  # fmt: skip
+            "frames": encoder.frames,
+            "watermark": {"mark_id": mark_id, "method": METHOD, "width": width, "height": height}}  # fmt: skip
 
 
 def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -97,6 +97,39 @@ def test_marks_survive_reencoding(rendered: dict, tmp_path: Path, attack: str) -
     assert report["provenance"]["matched_by"] == ["mark_id"]
 
 
+REFRAMES = {  # issue 16: what a platform does to a clip's frame, each at CRF 28
+    "portrait": "crop=trunc(iw*0.56/2)*2:ih,scale=720:1280",
+    "pillarbox": "scale=-2:1080,pad=1920:1080:(ow-iw)/2:(oh-ih)/2",
+}
+
+
+@pytest.mark.parametrize("edit", list(REFRAMES))
+def test_verify_locates_a_reframed_copy(rendered: dict, tmp_path: Path, edit: str) -> None:
+    """After a reframe to 9:16 or a pillarbox (tags dropped) the watermark still leads to the record,
+    and verify reports the scale and the part of the rendered frame the copy shows."""
+    out = tmp_path / "copy.mp4"
+    _ffmpeg("-i", ffmpeg_input(rendered["out"]), "-vf", REFRAMES[edit], "-c:v", "libx264", "-crf", "28",
+            "-map_metadata", "-1", "-an", ffmpeg_input(out))  # fmt: skip
+    shutil.copy(rendered["out"].parent / "output.json", tmp_path / "output.json")
+    report = verify(out)
+    mark = report["watermark"]
+    assert report["marked"] and mark["found"] and mark["mark_id"] == rendered["mark_id"], mark
+    assert report["provenance"]["matched_by"] == ["mark_id"]
+    info = probe(rendered["out"])
+    located = mark["registration"]["located"]
+    if edit == "portrait":  # the middle 56 % of the width, stretched to 720x1280
+        kept = 2 * int(info.width * 0.56 / 2)
+        assert located["scale"] == pytest.approx([720 / kept, 1280 / info.height], rel=0.02), located
+        assert located["visible_in_marked_px"] == pytest.approx(
+            [(info.width - kept) / 2, 0, kept, info.height], abs=0.02 * info.width), located  # fmt: skip
+    else:  # the whole frame, scaled to 1080 px high, between bars
+        scale = 1080 / info.height
+        assert located["scale"] == pytest.approx([scale, scale], rel=0.02), located
+        assert located["marked_frame_in_copy"] == pytest.approx(
+            [(1920 - info.width * scale) / 2, 0, info.width * scale, 1080], abs=20), located  # fmt: skip
+        assert located["visible_in_marked_px"] == pytest.approx([0, 0, info.width, info.height], abs=8), located
+
+
 def _unmarked_videos(rendered: dict, folder: Path) -> list[Path]:
     plain = folder / "testsrc2.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x480:rate=25:duration=4", "-c:v", "libx264", "-preset",
@@ -146,7 +179,8 @@ def test_render_stage_signs_with_c2pa(rendered: dict, tmp_path: Path) -> None:
     cert, key, _ca = make_chain(tmp_path / "pki")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    params["render"].update(preset="veryfast", c2pa={"cert": str(cert), "key": str(key)})
+    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    params["render"].update(preset="veryfast", c2pa={"cert": str(cert), "key": str(key), **pins})
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_evidence(root / "data" / "demo")
@@ -182,7 +216,8 @@ def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) 
     root.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    params["render"].update(preset="ultrafast", c2pa={"cert": str(cert), "key": str(key)})
+    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    params["render"].update(preset="ultrafast", c2pa={"cert": str(cert), "key": str(key), **pins})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data" / "convert").mkdir(parents=True)
     shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
@@ -191,4 +226,33 @@ def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) 
                           timeout=600)  # fmt: skip
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "render.c2pa" in lines[0] and "self-signed" in lines[0], lines
+    assert not (root / "data" / "render" / "output.mp4").exists()
+
+
+@pytest.mark.parametrize("pins", ["unset", "stale"])
+def test_render_stage_refuses_an_unpinned_or_changed_key(rendered: dict, tmp_path: Path, pins: str) -> None:
+    """The credential's sha256 pins are what DVC sees (params): an unset pin, or a key file that no
+    longer matches its pin (a new key swapped in), fails render in one line naming the value to pin,
+    before anything is rendered."""
+    cert, key, _ca = make_chain(tmp_path / "pki")
+    c2pa = {"cert": str(cert), "key": str(key), "cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    if pins == "unset":
+        c2pa["key_sha256"] = None
+    else:
+        make_chain(tmp_path / "pki")  # a new chain and key over the same files
+    root = tmp_path / "proj"
+    root.mkdir()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
+    params["render"].update(preset="ultrafast", c2pa=c2pa)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data" / "convert").mkdir(parents=True)
+    shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "stages.render"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    what = "key" if pins == "unset" else "cert"  # a new chain changes the cert first
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert f"render.c2pa.{what}_sha256: {sha256_file(cert if what == 'cert' else key)}" in lines[0], lines
     assert not (root / "data" / "render" / "output.mp4").exists()

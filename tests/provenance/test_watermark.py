@@ -26,9 +26,12 @@ from tests.conftest import SAMPLES
 
 SAMPLE = SAMPLES / "video_01.mp4"
 MARK_ID = "5eed0fc0ffee"
+# how far above its threshold a marked clip scores (v2's score cannot pass sqrt(173) = 13.2 = 1.9 x 7)
+MARGIN = 1.3
 LABEL_BOX = "drawbox=x=iw*0.7:y=ih*0.9:w=iw*0.3:h=ih*0.1:color=black:t=fill"  # 10 % of the height, a corner
-# sha256 of the DEFAULT_KEY layout: a change here means files marked before no longer verify
+# sha256 of the DEFAULT_KEY layouts (v1, v2): a change here means files marked before no longer verify
 LAYOUT_SHA256 = "8c828d69345f5364e118c1ca7e335f5b0cdfee5ff1abeb04da7310a4b71f47ef"
+LAYOUT_V2_SHA256 = "de0f4f69f5ab4f4964d243b5cd47b15a34eb4ef09931d4ae1862edb40b09bff4"
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,17 +82,18 @@ def mark_clip(src: Path, dst: Path, mark_id: str, seconds: float, key: bytes = w
 
 
 def reencode(src: Path, dst: Path, crf: int = 28, scale: float | None = None, start: float | None = None,
-             vf: str | None = None) -> Path:  # fmt: skip
+             vf: str | None = None, seconds: float | None = None, preset: str = "medium") -> Path:  # fmt: skip
     """An attack: re-encode `src` with libx264 at `crf`, optionally rescaled, cut at `start` s, or
-    through the ffmpeg filter `vf` (hflip, transpose=1, ...)."""
+    through the ffmpeg filter `vf` (hflip, transpose=1, ...), keeping `seconds` s."""
     args: list[str] = ["-ss", str(start)] if start else []
+    args += ["-t", str(seconds)] if seconds else []
     args += ["-i", ffmpeg_input(src)]
     if scale:
         args += ["-vf", f"scale=trunc(iw*{scale}/2)*2:trunc(ih*{scale}/2)*2"]
     elif vf:
         args += ["-vf", vf]
-    run_ffmpeg([*args, "-an", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", ffmpeg_input(dst)],
-               timeout=120, what="attack")  # fmt: skip
+    run_ffmpeg([*args, "-an", "-c:v", "libx264", "-crf", str(crf), "-preset", preset, "-pix_fmt", "yuv420p",
+                ffmpeg_input(dst)], timeout=120, what="attack")  # fmt: skip
     return dst
 
 
@@ -142,8 +146,8 @@ def test_decoded_noise_fails_the_crc() -> None:
 # --- keyed layout and embedding ---------------------------------------------------------------
 
 
-def _layout_digest(key: bytes) -> str:
-    layout = wm._Layout.from_key(key)
+def _layout_digest(key: bytes, version: int = 1) -> str:
+    layout = wm._Layout.from_key(key, version)
     h = hashlib.sha256()
     for array in (layout.chips, layout.pilot, layout.bit_of_cell, layout.signs):
         h.update(np.ascontiguousarray(array).astype(np.int64).tobytes())
@@ -159,6 +163,27 @@ def test_layout_is_keyed_and_stable() -> None:
     assert _layout_digest(wm.DEFAULT_KEY) == LAYOUT_SHA256
     other = wm._Layout.from_key(b"another key")
     assert np.mean(other.chips == layout.chips) < 0.6 and not np.array_equal(other.signs, layout.signs)
+    tile = wm._Layout.from_key(wm.DEFAULT_KEY, 2)
+    assert tile.shape == (wm.TILE, wm.TILE) and tile.pilot.mean() == pytest.approx(wm.PILOT_FRACTION_V2, abs=1e-3)
+    counts = np.bincount(tile.bit_of_cell[~tile.pilot], minlength=wm.CODE_BITS)
+    assert counts.min() >= 1 and counts.max() <= 2
+    assert np.array_equal(tile.signs, layout.signs)  # the same temporal keying
+    assert np.mean(tile.chips == layout.chips[: tile.chips.size]) < 0.6  # chips of their own
+    assert _layout_digest(wm.DEFAULT_KEY, 2) == LAYOUT_V2_SHA256
+
+
+def test_v2_pattern_is_tiled_from_the_centre() -> None:
+    """The v2 pattern repeats every tile (shorter side / 3) and has a tile corner on the frame's centre."""
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    pattern = embedder._pattern
+    assert np.allclose(pattern[:, :480], pattern[:, 160:], atol=1e-4)
+    assert np.allclose(pattern[:320], pattern[160:], atol=1e-4)
+    cells = wm._Layout.from_key(wm.DEFAULT_KEY, 2).cell_signs(wm.conv_encode(wm.payload_bits(MARK_ID)))
+    # the cell right below and right of the centre is the tile's first cell (6.7 px: its middle at +3)
+    assert np.sign(pattern[243, 323]) == cells[0, 0] and np.sign(pattern[236, 316]) == cells[-1, -1]
+    assert embedder.method == wm.METHOD and wm.Embedder(MARK_ID, 640, 480, version=1).method == wm.METHOD_V1
+    with pytest.raises(ValueError):
+        wm.Embedder(MARK_ID, 640, 480, version=3)
 
 
 def _testsrc2_frames(tmp_path: Path, n: int = 30) -> list[np.ndarray]:
@@ -196,19 +221,74 @@ def test_mark_y_is_in_place_and_checks_its_input() -> None:
 
 
 def test_detect_frames_on_rescaled_frames_without_a_codec() -> None:
-    """A moving random texture, marked, then halved in size: the mark is read from any resolution."""
+    """A moving random texture, marked, then halved in size: the mark is read from any resolution.
+
+    White noise moving 2 px a frame is the hardest picture for v2, which reads pixels: from 27
+    frames it scores 5.0 (v1, reading 13 px cell means, read them); the late start keeps 47."""
     rng = np.random.default_rng(3)
-    texture = rng.integers(30, 220, (600, 800)).astype(np.uint8)
+    texture = rng.integers(30, 220, (640, 880)).astype(np.uint8)
     embedder = wm.Embedder(MARK_ID, 640, 480)
     marked = []
-    for index in range(40):
+    for index in range(60):
         y = np.ascontiguousarray(texture[index : index + 480, 2 * index : 2 * index + 640])
         marked.append(embedder.mark_y(y, index)[::2, ::2])
     found = wm.detect_frames(marked)
-    assert found.found and found.mark_id == MARK_ID and found.offset == 0 and found.frames == 40
+    assert found.found and found.mark_id == MARK_ID and found.offset == 0 and found.frames == 60
     assert not wm.detect_frames(marked, key=b"not the key").found
     late = wm.detect_frames(marked[13:])  # no frame index: the sync search finds where it starts
     assert late.mark_id == MARK_ID and late.offset == 13
+
+
+def test_v1_marks_still_read() -> None:
+    """Files marked before v2 carry the frame-relative grid: they still read, as v1, also turned."""
+    rng = np.random.default_rng(5)
+    texture = rng.integers(30, 220, (600, 800)).astype(np.uint8)
+    embedder = wm.Embedder(MARK_ID, 640, 480, version=1)
+    marked = [embedder.mark_y(np.ascontiguousarray(texture[i : i + 480, i : i + 640]), i)[::2, ::2] for i in range(40)]
+    found = wm.detect_frames(marked)
+    assert found.found and found.mark_id == MARK_ID and found.method == wm.METHOD_V1 and found.offset == 0
+    assert found.registration is None and found.threshold == wm.THRESHOLD
+    mirrored = wm.detect_frames([np.ascontiguousarray(y[:, ::-1]) for y in marked])
+    assert mirrored.mark_id == MARK_ID and mirrored.orientation == "mirrored" and mirrored.method == wm.METHOD_V1
+
+
+def _centre_crop(y: np.ndarray, fraction: float) -> np.ndarray:
+    h, w = y.shape
+    ch, cw = round(h * fraction), round(w * fraction)
+    return y[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+
+
+def test_registration_without_a_codec() -> None:
+    """A moving texture, marked, then cropped, padded or rescaled in numpy/OpenCV: the grid is found
+    (period and the marked frame's centre in the copy) and the payload read; the same frames unmarked
+    stay unmarked."""
+    import cv2
+
+    rng = np.random.default_rng(8)
+    texture = cv2.GaussianBlur(rng.integers(30, 220, (560, 720)).astype(np.uint8), (0, 0), 1.5)
+    clean = [np.ascontiguousarray(texture[i : i + 480, 2 * i : 2 * i + 640]) for i in range(40)]
+    embedder = wm.Embedder(MARK_ID, 640, 480)
+    marked = [embedder.mark_y(y.copy(), i) for i, y in enumerate(clean)]
+
+    def letterbox(y: np.ndarray) -> np.ndarray:  # 640x480 into 720x1280, bars above and below
+        out = np.zeros((1280, 720), np.uint8)
+        out[370:910] = cv2.resize(y, (720, 540), interpolation=cv2.INTER_AREA)
+        return out
+
+    edits = {  # name: (edit, tile period (x, y) and the marked centre expected in the copy)
+        "crop 80 %": (lambda y: _centre_crop(y, 0.8), (160, 160), (256, 192)),
+        "zoom 1.3": (lambda y: _centre_crop(cv2.resize(y, (832, 624)), 480 / 624), (208, 208), (320, 240)),
+        "letterbox": (letterbox, (180, 180), (360, 640)),
+        "portrait": (lambda y: cv2.resize(y[:, 141:499], (720, 1280)), (160 * 720 / 358, 160 * 1280 / 480), (360, 640)),
+    }
+    for name, (edit, tile, centre) in edits.items():
+        found = wm.detect_frames([np.ascontiguousarray(edit(y)) for y in marked])
+        assert found.found and found.mark_id == MARK_ID and found.method == wm.METHOD, (name, found)
+        assert found.offset == 0 and found.orientation == "as marked" and found.registration is not None
+        assert found.registration["tile_px"] == pytest.approx(tile, rel=0.02), (name, found.registration)
+        assert found.registration["centre_px"] == pytest.approx(centre, abs=4), (name, found.registration)
+        unmarked = wm.detect_frames([np.ascontiguousarray(edit(y)) for y in clean])
+        assert not unmarked.found and unmarked.score < wm.THRESHOLD_V2, (name, unmarked)
 
 
 FLIPS_AND_TURNS = {  # how to turn a frame, for each orientation the detector names
@@ -233,7 +313,7 @@ def test_detect_frames_on_flipped_and_turned_frames() -> None:
     for name, turn in FLIPS_AND_TURNS.items():
         found = wm.detect_frames([np.ascontiguousarray(turn(y)) for y in marked])
         assert found.found and found.mark_id == MARK_ID and found.orientation == name, (name, found)
-        assert found.offset == 0 and found.score >= 2 * found.threshold
+        assert found.offset == 0 and found.score >= MARGIN * found.threshold
     unmarked = [np.ascontiguousarray(texture[i : i + 480, i : i + 640]) for i in range(40)]
     assert not wm.detect_frames(unmarked).found and wm.detect_frames(unmarked).orientation is None
 
@@ -266,7 +346,7 @@ def test_sample_round_trip_from_two_seconds(marked_sample: tuple[Path, list[floa
     found = wm.detect_file(path, max_seconds=2.0)
     assert found.found and found.mark_id == MARK_ID and found.offset == 0, found
     assert found.frames == 60 and found.bit_errors is not None and found.bit_errors <= 10
-    assert found.score >= 2 * found.threshold  # a wide margin above the threshold
+    assert found.score >= MARGIN * found.threshold  # a wide margin above the threshold
     assert found.to_dict()["mark_id"] == MARK_ID
 
 
@@ -287,7 +367,7 @@ def test_sample_survives_attacks(marked_sample: tuple[Path, list[float]], tmp_pa
     attacked = reencode(path, tmp_path / f"{name}.mp4", **attack)
     found = wm.detect_file(attacked)
     assert found.found and found.mark_id == MARK_ID, (name, found)
-    assert found.score >= 2 * found.threshold
+    assert found.score >= MARGIN * found.threshold
     if name == "cut1s":  # the first frame read was frame ~30 of the marked file
         assert found.offset is not None and abs(found.offset - 30) <= 1
     assert found.orientation == (name if "vf" in attack else "as marked")
@@ -334,3 +414,51 @@ def test_detect_file_errors(tmp_path: Path) -> None:
     clip = synthetic("testsrc2=size=320x240:rate=30", tmp_path / "short.mp4", seconds=1.0)
     with pytest.raises(TimeoutError):
         wm.detect_file(clip, timeout=0.0)
+
+
+# --- what platforms do: reframes, crops, letterboxes, zoom, screen recordings (issue 16) ------
+
+SAMPLE_NAMES = ("video_01.mp4", "video_02.mp4")
+EDITS = {  # ffmpeg filters; each result is encoded at CRF 28 from 2 s of the marked (or unmarked) sample
+    "portrait 9:16": "crop=trunc(iw*0.56/2)*2:ih,scale=720:1280",  # the middle 56 % of the width, then 720x1280
+    "crop 10 % each side": "crop=trunc(iw*0.8/2)*2:trunc(ih*0.8/2)*2",
+    "pillarbox 1920x1080": "scale=-2:1080,pad=1920:1080:(ow-iw)/2:(oh-ih)/2",
+    "letterbox 720x1280": "scale=720:-2,pad=720:1280:(ow-iw)/2:(oh-ih)/2",
+    "zoom 1.3": "scale=trunc(iw*1.3/2)*2:trunc(ih*1.3/2)*2,crop=iw/1.3:ih/1.3",
+    "border 40 px + 0.9x": "pad=iw+80:ih+80:40:40:color=0x202020,scale=trunc(iw*0.9/2)*2:trunc(ih*0.9/2)*2",
+}
+
+
+@pytest.fixture(scope="module")
+def marked_two_seconds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """2 s of each sample, marked and encoded like render (CRF 18, a corner box)."""
+    present = [name for name in SAMPLE_NAMES if (SAMPLES / name).is_file()]
+    if not present:
+        pytest.skip(f"sample footage absent: {SAMPLES}")
+    work = tmp_path_factory.mktemp("platform")
+    return {name: _marked(SAMPLES / name, work / f"marked_{name}") for name in present}
+
+
+def _marked(src: Path, dst: Path) -> Path:
+    assert min(mark_clip(src, dst, MARK_ID, seconds=2.0)) >= 42.0
+    return dst
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_platform_edits_keep_the_mark(marked_two_seconds: dict[str, Path], tmp_path: Path, edit: str) -> None:
+    """After each edit at CRF 28 the payload reads exactly from 2 s of each sample, with the grid
+    found where the edit put it; the unmarked sample through the same edit reads as unmarked."""
+    for name, marked in marked_two_seconds.items():
+        copy = reencode(marked, tmp_path / f"marked_{name}", vf=EDITS[edit])
+        found = wm.detect_file(copy)
+        assert found.found and found.mark_id == MARK_ID and found.method == wm.METHOD, (edit, name, found)
+        assert found.score >= MARGIN * found.threshold and found.offset == 0, (edit, name, found)
+        with av.open(str(copy)) as container:
+            width, height = container.streams.video[0].width, container.streams.video[0].height
+        reg = found.registration
+        assert reg is not None
+        # every edit here keeps the picture centred: the marked frame's centre is the copy's
+        assert reg["centre_px"] == pytest.approx([width / 2, height / 2], abs=0.02 * max(width, height)), (edit, reg)
+        plain = reencode(SAMPLES / name, tmp_path / f"plain_{name}", vf=EDITS[edit], seconds=2.0)
+        unmarked = wm.detect_file(plain)
+        assert not unmarked.found and unmarked.mark_id is None and unmarked.score < wm.THRESHOLD_V2, (edit, name)
