@@ -11,6 +11,7 @@ import numpy as np
 from facedag.faces.align import align_face, aligned_matrix, loose_crop, transform_points
 from facedag.faces.detect import FaceDetector
 from facedag.faces.landmarkers import LANDMARKERS
+from facedag.faces.measure import blendshape_expression
 from facedag.sources.demo import load_portrait
 from facedag.tables import ALIGNED_SCHEMA, FEATURES, TableWriter, encode_image
 
@@ -54,7 +55,7 @@ def write_portrait_dataset(path: str | os.PathLike[str], portrait: str, face_siz
                            matrix=[float(v) for v in m.ravel()], **{f: 0.0 for f in FEATURES},
                            image=encode_image(face, "png"), image_format="png", landmarks_from="mesh",
                            mesh=face_mesh.ravel().tolist(), blendshapes=blend.tolist(),
-                           smile=float((blend[44] + blend[45]) / 2))
+                           smile=blendshape_expression(blend)["smile"])
                 n += 1
     return n
 

@@ -208,25 +208,30 @@ def test_render_stage_signs_with_c2pa(rendered: dict, tmp_path: Path) -> None:
     assert tampered["validation_state"] == "Invalid" and "assertion.bmffHash.mismatch" in tampered["validation_status"]
 
 
-def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) -> None:
-    from tests.certs import self_signed
-
-    cert, key = self_signed(tmp_path / "pki")
+def run_render_stage(rendered: dict, tmp_path: Path, c2pa: dict) -> subprocess.CompletedProcess:
+    """The render stage, as DVC runs it, on the rendered demo's frames with these C2PA params."""
     root = tmp_path / "proj"
     root.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
-    params["render"].update(preset="ultrafast", c2pa={"cert": str(cert), "key": str(key), **pins})
+    params["render"].update(preset="ultrafast", c2pa=c2pa)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data" / "convert").mkdir(parents=True)
     shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "stages.render"], cwd=root, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stages.render"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
+
+
+def test_render_stage_refuses_a_self_signed_key(rendered: dict, tmp_path: Path) -> None:
+    from tests.certs import self_signed
+
+    cert, key = self_signed(tmp_path / "pki")
+    pins = {"cert_sha256": sha256_file(cert), "key_sha256": sha256_file(key)}
+    proc = run_render_stage(rendered, tmp_path, {"cert": str(cert), "key": str(key), **pins})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "render.c2pa" in lines[0] and "self-signed" in lines[0], lines
-    assert not (root / "data" / "render" / "output.mp4").exists()
+    assert not (tmp_path / "proj" / "data" / "render" / "output.mp4").exists()
 
 
 @pytest.mark.parametrize("pins", ["unset", "stale"])
@@ -240,19 +245,9 @@ def test_render_stage_refuses_an_unpinned_or_changed_key(rendered: dict, tmp_pat
         c2pa["key_sha256"] = None
     else:
         make_chain(tmp_path / "pki")  # a new chain and key over the same files
-    root = tmp_path / "proj"
-    root.mkdir()
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["target"]["uri"] = str(rendered["demo"] / "target.mp4")
-    params["render"].update(preset="ultrafast", c2pa=c2pa)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "data" / "convert").mkdir(parents=True)
-    shutil.copy(rendered["frames"], root / "data" / "convert" / "frames.mkv")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "stages.render"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    proc = run_render_stage(rendered, tmp_path, c2pa)
     lines = proc.stderr.strip().splitlines()
     what = "key" if pins == "unset" else "cert"  # a new chain changes the cert first
     assert proc.returncode == 1 and len(lines) == 1, lines
     assert f"render.c2pa.{what}_sha256: {sha256_file(cert if what == 'cert' else key)}" in lines[0], lines
-    assert not (root / "data" / "render" / "output.mp4").exists()
+    assert not (tmp_path / "proj" / "data" / "render" / "output.mp4").exists()

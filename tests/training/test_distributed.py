@@ -111,18 +111,25 @@ def test_ranks_end_equal_and_only_rank_0_writes(tmp_path: Path, tiny_data: Path,
     assert all(writes[str(r)] == [] for r in range(1, nproc)), {r: w[:3] for r, w in writes.items()}
 
 
+def wait_for_checkpoint(proc: subprocess.Popen, root: Path) -> Path:
+    """Wait (up to 120 s) until the running stage `proc` has written a checkpoint under `root`;
+    returns the checkpoint folder."""
+    ckpts = root / "models" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(ckpts.glob("step-*.pt")):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    return ckpts
+
+
 def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
     long = {**DDP, "max_steps": 120, "eval_every": 60, "preview_every": 60}
     ref_root = tiny_project(tmp_path / "ref", tiny_data, long)
     run_root = tiny_project(tmp_path / "run", tiny_data, long)
     env = env_for(tmp_path, FACEDAG_GPUS="2")
     victim = stage(run_root, env)
-    ckpts = run_root / "models" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not list(ckpts.glob("step-*.pt")):
-        assert victim.poll() is None, victim.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
+    ckpts = wait_for_checkpoint(victim, run_root)
     # the stage, torchrun and every rank (torchrun starts each in a session of its own), at once
     procs = [psutil.Process(victim.pid), *psutil.Process(victim.pid).children(recursive=True)]
     for proc in procs:
@@ -148,12 +155,7 @@ def test_sigterm_checkpoints_and_exits(tmp_path: Path, tiny_data: Path, target: 
     every rank finishes its step, rank 0 checkpoints, and all exit within torchrun's 30 s grace."""
     root = tiny_project(tmp_path / "p", tiny_data, {**DDP, "max_steps": 100_000, "checkpoint_every": 50})
     proc = stage(root, env_for(tmp_path, FACEDAG_GPUS="2"))
-    ckpts = root / "models" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not list(ckpts.glob("step-*.pt")):
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
+    ckpts = wait_for_checkpoint(proc, root)
     kids = psutil.Process(proc.pid).children(recursive=True)  # torchrun and its 2 ranks
     assert len(kids) >= 3
     if target == "stage":
