@@ -2,6 +2,7 @@
 
     python -m benchmarks.sweep setup [--workdir DIR] [--train-minutes 25]
     python -m benchmarks.sweep run [--workdir DIR] [--out benchmarks/sweep.json]
+    python -m benchmarks.sweep models [--workdir DIR] [--train-minutes 25] [--only 'layout liae']
 
 `setup` builds a throwaway DVC project (this code): `src` is the demo's astronaut clip
 (public domain), `dst` and the target are ../shared/samples/video_02.mp4 (CC BY 2.0: hikers
@@ -17,7 +18,14 @@ defaults: the colour mode, the mask kind, mask erosion, mask feather and tempora
 DVC reuses the trained model and reruns convert and evaluate_video.
 It also scores the newest training checkpoint's raw weights against their moving average
 (train.ema) on the held-out faces: the baseline for the weights the pipeline uses.
-Writes `benchmarks/sweep.json` (atomically) and prints the table the README shows.
+`models` sweeps the model's knobs (MODEL_SETTINGS: layout, adversarial loss, uniform yaw): it
+retrains the defaults for `--train-minutes` from scratch, then trains one model per knob for the
+same minutes in a clone of the project that shares its DVC cache, and scores each the same way
+(plus held-out SSIM and the steps reached: on a shared CPU the same minutes are not the same
+steps, so the table says both). Run it before `run`, which then varies convert on the retrained
+defaults.
+Writes `benchmarks/sweep.json` (atomically; each phase its own keys) and prints the tables the
+README shows.
 Needs ../shared/samples; not in CI (about a minute per setting on 2 CPU cores).
 """
 
@@ -56,8 +64,16 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("smoothing off", {"convert.smooth_min_cutoff": 50.0, "convert.smooth_beta": 0.0}),
     ("smoothing strong", {"convert.smooth_min_cutoff": 0.1}),
 ]
+# The knobs that fix the project's model size and budget (setup's), kept when the params are refreshed
+MODEL_SIZE = ("max_minutes", "max_steps", "encoder_width", "decoder_width", "bottleneck", "batch_size", "eval_every",
+              "checkpoint_every", "preview_every")
+# Model knobs: each trains its own model for the same minutes as the defaults' (`models`)
+MODEL_SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("layout liae", {"train.layout": "liae"}),
+]
 COLUMNS = ["id_retrieval", "id_margin", "pose_error", "expression_error", "flicker", "seam", "colour_gap",
            "detect_rate"]
+MODEL_COLUMNS = ["steps", "held_out_ssim", *COLUMNS]
 
 
 def _run(cwd: Path, *cmd: str, timeout: float = 7200) -> str:
@@ -116,29 +132,35 @@ def setup(workdir: Path, train_minutes: float) -> Path:
     return root
 
 
-def sweep(workdir: Path, out: Path, only: list[str] | None = None) -> dict[str, Any]:
-    """One experiment per setting (those named in `only`, else all); their evaluate_video metrics
-    as a table."""
-    root = workdir / "project"
+def _refresh(root: Path, freeze: bool = True) -> None:
+    """Bring the project's code and params up to this repository's (keeping its footage and model
+    size), rerun the data stages whose code changed, and commit."""
     _copy_code(root)
     project = yaml.safe_load((root / "params.yaml").read_text())
     # this repository's params (so that "defaults" are its defaults, and keys it renamed since
     # setup are read as it reads them), with the project's footage and model size
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["identities"], params["target"] = project["identities"], project["target"]
-    params["train"].update({k: v for k, v in project["train"].items() if k in params["train"]})
+    params["train"].update({k: v for k, v in project["train"].items() if k in params["train"] and k in MODEL_SIZE})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # The code may have moved on since setup. The data stages rerun where their code changed (a
-    # few minutes); the trained model keeps what it learned (a sweep of convert's knobs must not
-    # retrain for 25 minutes): train and evaluate_model are committed as they are.
     data = [f"{step}@{ident}" for step in ("profile", "dedupe") for ident in ("src", "dst")]
     print(_run(root, str(VENV_BIN / "dvc"), "repro", *data)[-1500:], flush=True)
-    _run(root, str(VENV_BIN / "dvc"), "commit", "--force", "train", "evaluate_model")
-    # and frozen, so that no experiment retrains it, whatever it decides about train's deps
-    # (DVC cannot freeze `foreach` stages; the data stages were just reproduced)
-    _run(root, str(VENV_BIN / "dvc"), "freeze", "train", "evaluate_model")
+    if freeze:
+        # The trained model keeps what it learned (a sweep of convert's knobs must not retrain
+        # for 25 minutes): train and evaluate_model are committed as they are, and frozen, so that
+        # no experiment retrains it, whatever it decides about train's deps (DVC cannot freeze
+        # `foreach` stages; the data stages were just reproduced)
+        _run(root, str(VENV_BIN / "dvc"), "commit", "--force", "train", "evaluate_model")
+        _run(root, str(VENV_BIN / "dvc"), "freeze", "train", "evaluate_model")
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "code", "--allow-empty")
+
+
+def sweep(workdir: Path, out: Path, only: list[str] | None = None) -> dict[str, Any]:
+    """One experiment per convert setting (those named in `only`, else all) on the project's
+    trained model; their evaluate_video metrics as a table."""
+    root = workdir / "project"
+    _refresh(root)
     rows = []
     for name, changes in SETTINGS:
         if only and name not in only:
@@ -154,13 +176,72 @@ def sweep(workdir: Path, out: Path, only: list[str] | None = None) -> dict[str, 
                      **{k: metrics.get(k) for k in COLUMNS}})  # fmt: skip
         print(f"sweep: {name}: " + ", ".join(f"{k} {metrics.get(k)}" for k in COLUMNS), flush=True)
     model = json.loads((root / "data" / "evaluate" / "model" / "metrics.json").read_text())
-    report = {"device": device_name(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "footage": "src: demo astronaut; dst and target: ../shared/samples/video_02.mp4",
-              "model": model, "weights": raw_vs_average(root), "rows": rows}  # fmt: skip
+    report = _write(out, {"model": model, "weights": raw_vs_average(root), "rows": rows})
+    print(table(rows))
+    return report
+
+
+def _write(out: Path, part: dict[str, Any]) -> dict[str, Any]:
+    """Merge `part` into the report at `out` (the convert and the model sweeps each own their keys)
+    and write it atomically."""
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report.update(part, device=device_name(), date=datetime.now(UTC).isoformat(timespec="seconds"),
+                  footage="src: demo astronaut; dst and target: ../shared/samples/video_02.mp4")
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out)
-    print(table(rows))
+    return report
+
+
+def _scores(root: Path) -> dict[str, Any]:
+    """A trained project's evaluate_video columns, its held-out SSIM and how far training got."""
+    video = json.loads((root / "data" / "evaluate" / "video" / "metrics.json").read_text())
+    model = json.loads((root / "data" / "evaluate" / "model" / "metrics.json").read_text())
+    record = json.loads((root / "models" / "model.json").read_text())
+    return {**{k: video.get(k) for k in COLUMNS}, "held_out_ssim": model.get("mean_ssim"), "steps": record.get("step")}
+
+
+def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | None = None) -> dict[str, Any]:
+    """Retrain the defaults, then one model per MODEL_SETTINGS row (those in `only`, else all), each
+    for `train_minutes` from scratch, in a clone of the project that shares its DVC cache (the data
+    stages are not rerun), and score each through convert and evaluate_video."""
+    root = workdir / "project"
+    dvc = str(VENV_BIN / "dvc")
+    _run(root, dvc, "unfreeze", "train", "evaluate_model")
+    _refresh(root, freeze=False)
+    rows = []
+    for name, changes in [("defaults", {}), *MODEL_SETTINGS]:
+        if only and name not in only and name != "defaults":
+            continue
+        started = time.monotonic()
+        if changes:
+            project = workdir / ("model-" + "".join(c if c.isalnum() else "-" for c in name))
+            shutil.rmtree(project, ignore_errors=True)
+            _run(workdir, "git", "clone", "-q", str(root), str(project))
+            _run(project, dvc, "cache", "dir", str(root / ".dvc" / "cache"))
+            _run(project, dvc, "config", "cache.type", "symlink")
+            _run(project, dvc, "checkout", "--quiet")
+            params = yaml.safe_load((project / "params.yaml").read_text())
+            for key, value in changes.items():
+                section, field = key.split(".")
+                params[section][field] = value
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        else:
+            project = root
+        shutil.rmtree(project / "models", ignore_errors=True)  # from scratch: no checkpoint to resume
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["train"]["max_minutes"] = train_minutes
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _run(project, dvc, "repro", "evaluate_video")
+        if project == root:  # the defaults' model is what the convert sweep then varies
+            _run(root, "git", "add", "-A")
+            _run(root, "git", "commit", "-qm", "defaults retrained", "--allow-empty")
+        rows.append({"setting": name, "params": changes, "seconds": round(time.monotonic() - started, 1),
+                     **_scores(project)})
+        print(f"sweep: {name}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k in MODEL_COLUMNS),
+              flush=True)
+    report = _write(out, {"model_rows": rows, "train_minutes": train_minutes})
+    print(table(rows, MODEL_COLUMNS))
     return report
 
 
@@ -192,19 +273,20 @@ def raw_vs_average(root: Path) -> dict[str, Any]:
     return out
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """The sweep as a markdown table."""
+    columns = columns or COLUMNS
     def cell(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    lines = ["| setting | " + " | ".join(COLUMNS) + " |", "| --- |" + " --- |" * len(COLUMNS)]
-    lines += [f"| {r['setting']} | " + " | ".join(cell(r[k]) for k in COLUMNS) + " |" for r in rows]
+    lines = ["| setting | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    lines += [f"| {r['setting']} | " + " | ".join(cell(r.get(k)) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["setup", "run"])
+    parser.add_argument("phase", choices=["setup", "run", "models"])
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument("--train-minutes", type=float, default=25.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "sweep.json")
@@ -212,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.phase == "setup":
         setup(args.workdir, args.train_minutes)
+    elif args.phase == "models":
+        models(args.workdir, args.out, args.train_minutes, args.only)
     else:
         sweep(args.workdir, args.out, args.only)
     return 0
