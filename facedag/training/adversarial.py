@@ -8,12 +8,12 @@ built, nothing is computed and checkpoints carry `"gan": None`).
 
 The discriminator (pix2pix's PatchGAN): strided 4x4 convolutions with LeakyReLU(0.2) and
 instance norm (none on the first), then two 4x4 stride-1 convolutions down to a 1-channel map
-of per-patch scores. Its width follows the model's decoder width (the demo's 16 channels at 64 px
-make 43 k parameters per identity, against the generator's 2.2 M), and its depth the face size, so that a patch's receptive
-field is about half the face at every size (2 strided levels at <= 64 px: 34 px; 3 at 128:
-70 px; 4 at 256: 142 px). Instance norm, not batch norm: it keeps no running statistics
-(nothing to keep in sync across ranks or resume) and treats each face alone, so real and fake
-faces can share one forward.
+of per-patch scores. Its width follows the model's decoder width (the demo's 16 channels at
+64 px make 43 k parameters per identity, against the generator's 2.2 M), and its depth the face
+size, so that a patch's receptive field is about half the face at every size (2 strided
+levels at <= 64 px: 34 px; 3 at 128: 70 px; 4 at 256: 142 px). Instance norm, not batch
+norm: it keeps no running statistics (nothing to keep in sync across ranks or resume) and
+treats each face alone, so real and fake faces can share one forward.
 
 Loss: least squares (LSGAN). The discriminator regresses real patches to 1 and generated ones
 to 0; the generator's term is mean((D(G(x)) - 1)^2). Unlike the original log loss its gradient
