@@ -430,7 +430,9 @@ class Trainer:
         row, a preview and models/model.safetensors + model.json (rank 0: the others only hand in
         the digest of their weights, which model.json records). Returns the last metrics row."""
         if self.dist.world > 1:
-            self.weights_sha256 = self.dist.gather(weights_digest(self.model))
+            # with the GAN on, the discriminators too: DDP keeps them in step like the generator
+            nets = [self.model] if self.gan is None else [self.model, self.gan.nets]
+            self.weights_sha256 = self.dist.gather(weights_digest(*nets))
             if len(set(self.weights_sha256)) != 1:
                 self.log(f"warning: the {self.dist.world} ranks' weights differ at step {self.step_no}")
         if not self.dist.main:

@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.test_loop import tiny_data, tiny_project  # noqa: F401  (tiny_data is a fixture)
+from tests.training.test_loop import plant_yaw, tiny_data, tiny_project  # noqa: F401  (tiny_data is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 # batch 6: splits evenly among 2 and 3 ranks
@@ -206,3 +206,16 @@ def test_two_launchers_one_rendezvous_train_one_model(tmp_path: Path, tiny_data:
     assert info["world_size"] == 2 and len(set(info["weights_sha256"])) == 1
     a, b = model(ref_root), model(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gan_and_uniform_yaw_on_two_ranks_stay_in_step(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
+    """The adversarial loss (from step 1) and yaw-bin batches under 2 ranks: the discriminators
+    are wrapped in DDP like the generator, so every rank ends with the same generator and
+    discriminator weights (weights_sha256 covers both with the GAN on)."""
+    root = tiny_project(tmp_path / "p", tiny_data, {**DDP, "gan_weight": 0.1, "gan_start": 1, "uniform_yaw": True})
+    plant_yaw(root)
+    rc, err = finished(stage(root, env_for(tmp_path, FACEDAG_GPUS="2")))
+    assert rc == 0, err
+    info = json.loads((root / "models" / "model.json").read_text())["info"]
+    assert info["world_size"] == 2 and len(set(info["weights_sha256"])) == 1
+    assert "over 2 processes" in err and "adversarial loss: weight 0.1" in err and "warning: the" not in err
