@@ -5,9 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from facedag.curation.coverage import YAW, with_bins
+# dedupe's yaw axis (facedag.curation.coverage.YAW): past +-60 degrees one eye is hidden, so those
+# faces share the end bins. Written out, not imported: train would otherwise rerun whenever
+# the curation grids' module changes.
+YAW_RANGE = (-60.0, 60.0)
+
+
+def yaw_bin(yaw: np.ndarray, bins: int) -> np.ndarray:
+    """Bin (0 .. bins-1) of each yaw in degrees over YAW_RANGE cut evenly, the end bins open;
+    NaN (no yaw) goes to the middle bin, as in dedupe's grid."""
+    lo, hi = YAW_RANGE
+    with np.errstate(invalid="ignore"):
+        idx = np.floor((np.asarray(yaw, np.float64) - lo) / ((hi - lo) / bins))
+    return np.clip(np.where(np.isnan(idx), bins // 2, idx), 0, bins - 1).astype(np.int64)
 
 
 class Sampler:
@@ -52,15 +65,15 @@ class YawBinSampler:
     whenever the bin runs out), so the few profile faces of a mostly frontal set are seen as often
     as a whole bin of frontal ones, and within a bin every face comes before any repeats.
 
-    The bins are dedupe's yaw axis (facedag.curation.coverage.YAW, +-60 degrees, the end bins
-    open) cut into `bins`; a face without a yaw (NaN) goes to the middle bin. Empty bins are
+    The bins are dedupe's yaw axis (YAW_RANGE, +-60 degrees, the end bins open) cut into
+    `bins` (yaw_bin); a face without a yaw (NaN) goes to the middle bin. Empty bins are
     skipped. Its whole state (generator, every bin's permutation and position) goes into the
     checkpoint, so a resumed run draws what the uninterrupted one would have.
     """
 
     def __init__(self, indices: torch.Tensor, yaw: torch.Tensor, bins: int, seed: int) -> None:
         self.indices = indices.cpu()
-        of_face = torch.from_numpy(with_bins(YAW, bins).index(yaw.cpu().double().numpy()))
+        of_face = torch.from_numpy(yaw_bin(yaw.cpu().double().numpy(), bins))
         self.counts = [int((of_face == b).sum()) for b in range(bins)]
         # the members of each non-empty bin (positions into `indices`)
         self.members = [torch.nonzero(of_face == b).flatten() for b in range(bins) if self.counts[b]]

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from facedag.training.sampler import Sampler, YawBinSampler, make_sampler, restore_sampler
+from facedag.training.sampler import Sampler, YawBinSampler, make_sampler, restore_sampler, yaw_bin
 
 # 90 frontal faces, 6 turned left, 4 turned right: a mostly frontal set, as real footage is
 YAW = torch.tensor([0.0] * 90 + [-50.0] * 6 + [55.0] * 4)
@@ -69,3 +70,13 @@ def test_make_sampler_and_a_change_of_kind_on_resume() -> None:
     same = YawBinSampler(INDICES, YAW, 7, seed=1)
     restore_sampler(same, YawBinSampler(INDICES, YAW, 7, seed=8).state_dict(), 3, 1, logs.append, "src")
     assert not logs
+
+
+def test_yaw_bins_are_dedupes() -> None:
+    """The sampler's bins are dedupe's yaw axis (written out in the sampler, so that train does
+    not depend on the curation module): the same bin for every yaw."""
+    from facedag.curation.coverage import YAW, with_bins
+
+    yaw = np.array([-90.0, -60.0, -43.0, -17.2, -1.0, 0.0, 8.6, 8.58, 30.0, 59.9, 60.0, 120.0, np.nan])
+    for bins in (1, 3, 5, 7, 12):
+        assert np.array_equal(yaw_bin(yaw, bins), with_bins(YAW, bins).index(yaw)), bins
