@@ -8,9 +8,11 @@ built, nothing is computed and checkpoints carry `"gan": None`).
 
 The discriminator (pix2pix's PatchGAN): strided 4x4 convolutions with LeakyReLU(0.2) and
 instance norm (none on the first), then two 4x4 stride-1 convolutions down to a 1-channel map
-of per-patch scores. Its width follows the model's decoder width (the demo's 16 channels at
-64 px make 43 k parameters per identity, against the generator's 2.2 M), and its depth the face
-size, so that a patch's receptive field is about half the face at every size (2 strided
+of per-patch scores. Its width is half the model's decoder width (at least 8: DeepFaceLab's
+default discriminator is 16 wide at any model size); at the demo's (16 -> 8 channels, 128 px)
+that is 44 k parameters per identity against the generator's 3.75 M, and the step costs about
+15 % more on 2 CPU cores (benchmarks/bench_gan.py; the decoder's full width cost 43 %). Its
+depth follows the face size, so that a patch's receptive field is about half the face at every size (2 strided
 levels at <= 64 px: 34 px; 3 at 128: 70 px; 4 at 256: 142 px). Instance norm, not batch
 norm: it keeps no running statistics (nothing to keep in sync across ranks or resume) and
 treats each face alone, so real and fake faces can share one forward.
@@ -136,9 +138,10 @@ class Adversary:
                  lr: float, seed: int, device: torch.device, amp_dtype: torch.dtype | None) -> None:
         self.weight, self.start, self.lr = float(weight), int(start), float(lr)
         self.device, self.amp_dtype = device, amp_dtype
-        with torch.random.fork_rng(devices=[]):  # its own init draws: the global generators go on as without it
+        # half the decoder's width (module docstring); its own init draws: the global generators go on as without it
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + GAN_SEED_OFFSET)
-            self.nets = Discriminators(identities, decoder_width, face_size)
+            self.nets = Discriminators(identities, max(8, decoder_width // 2), face_size)
         self.nets.to(device)
         self.forward: nn.Module = self.nets  # wrapped in DDP by distribute() under torchrun
         self.opt = torch.optim.Adam(self.nets.parameters(), lr=self.lr, betas=ADAM_BETAS,
