@@ -301,6 +301,19 @@ class Train(Section):
     flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     colour_shift: float = Field(0.05, ge=0, le=0.5, description="max per-channel gain change (+-)")
     light_shift: float = Field(0.08, ge=0, le=0.5, description="max brightness offset and left/right light gradient")
+    gan_weight: float = Field(
+        0.0, ge=0, description="weight of the adversarial (PatchGAN, least-squares) term per identity; 0 = off "
+        "(nothing built) (facedag.training.adversarial)"
+    )
+    gan_start: int = Field(
+        0, ge=0, description="steps before the adversarial term and the discriminators' training start"
+    )
+    gan_lr: float | None = Field(None, gt=0, lt=1, description="discriminators' Adam learning rate; unset: lr")
+    uniform_yaw: bool = Field(
+        False, description="draw each batch evenly across yaw bins, so few profile faces are not drowned "
+        "(facedag.training.sampler.YawBinSampler)"
+    )
+    yaw_bins: int = Field(7, ge=1, le=60, description="yaw bins of uniform_yaw over +-60 degrees (dedupe's axis)")
     deterministic: bool = Field(False, description="bit-exact CPU runs (tests): deterministic kernels, 1 thread")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class FaceSet:
     skipped: int  # rows whose image did not decode
     note: str = ""  # why there is no held-out face, for the log
     weights: torch.Tensor | None = None  # float16 (N, 1, S, S) per-face loss weights, as images
+    yaw: torch.Tensor | None = None  # float32 (N,) degrees per face, NaN where unknown (CPU; train.uniform_yaw)
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, S, S) in [0, 1] for the given indices, on the images' device (indices go
@@ -74,26 +76,36 @@ class FaceSet:
 
 def read_faces(path: str | os.PathLike[str], face_size: int, eyes_mouth_weight: float | None = None,
                ) -> tuple[np.ndarray, list[str], int, np.ndarray | None]:  # fmt: skip
+    """read_faces_and_yaw without the yaw."""
+    return read_faces_and_yaw(path, face_size, eyes_mouth_weight)[:4]
+
+
+def read_faces_and_yaw(path: str | os.PathLike[str], face_size: int, eyes_mouth_weight: float | None = None,
+                       ) -> tuple[np.ndarray, list[str], int, np.ndarray | None, np.ndarray]:  # fmt: skip
     """(uint8 (N, S, S, 3) RGB faces, group per face, undecodable count, loss weights) from a
     dataset.parquet.
 
     Faces stored at another size are resized (INTER_AREA down, cubic up), so a model can train
     at a size other than the one the data half aligned at. With `eyes_mouth_weight`, each
     face's loss weights too (float32 (N, 1, S, S), facedag.training.losses: from its mesh, or the
-    template's map where align had five points only); else None.
+    template's map where align had five points only); else None. Last, each face's yaw (float32
+    degrees, align's; NaN where the table has none), for train.uniform_yaw.
     """
-    columns = ["clip", "track", "image"]
-    with_mesh = eyes_mouth_weight is not None and "mesh" in pq.read_schema(path).names
+    schema = pq.read_schema(path).names
+    columns = ["clip", "track", "image", *(["yaw"] if "yaw" in schema else [])]
+    with_mesh = eyes_mouth_weight is not None and "mesh" in schema
     table = pq.read_table(path, columns=[*columns, "mesh"] if with_mesh else columns)
     clips = table.column("clip").to_pylist()
     tracks = table.column("track").to_pylist()
     images = table.column("image").to_pylist()
     meshes = table.column("mesh").to_pylist() if with_mesh else [None] * len(images)
+    yaws = table.column("yaw").to_pylist() if "yaw" in columns else [None] * len(images)
     out: list[np.ndarray] = []
     groups: list[str] = []
     maps: list[np.ndarray] = []
+    kept_yaw: list[float] = []
     skipped = 0
-    for clip, track, data, mesh in zip(clips, tracks, images, meshes, strict=True):
+    for clip, track, data, mesh, yaw in zip(clips, tracks, images, meshes, yaws, strict=True):
         img = decode_image(data)
         if img is None or img.shape[0] != img.shape[1]:
             skipped += 1
@@ -104,6 +116,7 @@ def read_faces(path: str | os.PathLike[str], face_size: int, eyes_mouth_weight: 
             img = cv2.resize(img, (face_size, face_size), interpolation=interp)
         out.append(img)
         groups.append(f"{clip}#{track}")
+        kept_yaw.append(math.nan if yaw is None else float(yaw))
         if eyes_mouth_weight is not None:
             if mesh is None:
                 maps.append(np.asarray(weight_map(face_size, eyes_mouth_weight))[0, 0])
@@ -115,7 +128,7 @@ def read_faces(path: str | os.PathLike[str], face_size: int, eyes_mouth_weight: 
     weights = None
     if eyes_mouth_weight is not None:
         weights = np.stack(maps)[:, None] if maps else np.zeros((0, 1, face_size, face_size), np.float32)
-    return faces, groups, skipped, weights
+    return faces, groups, skipped, weights, np.asarray(kept_yaw, np.float32)
 
 
 def dataset_hash(root: str | os.PathLike[str], identities: list[str], face_size: int) -> str:
@@ -145,7 +158,7 @@ def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size:
         path, hold_path = dataset_path(root, name), holdout_path(root, name)
         if not path.exists():
             raise StageFailed(f"{path} not found: run the data stages for identity {name!r} first (dedupe@{name})")
-        faces, groups, skipped, weights = read_faces(path, face_size, eyes_mouth_weight)
+        faces, groups, skipped, weights, yaw = read_faces_and_yaw(path, face_size, eyes_mouth_weight)
         if len(faces) == 0:
             raise StageFailed(f"identity {name!r} has no usable face in {path}")
         note = ""
@@ -172,5 +185,5 @@ def load_dataset(root: str | os.PathLike[str], identities: list[str], face_size:
         if weights is not None and held_weights is not None:
             face_weights = torch.from_numpy(np.concatenate([weights, held_weights])).to(torch.float16).to(device)
         sets[name] = FaceSet(name, images, groups + hold_groups, train_idx, hold_idx, holdout_is_train, skipped,
-                             note, face_weights)
+                             note, face_weights, torch.from_numpy(yaw))
     return sets

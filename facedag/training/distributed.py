@@ -108,10 +108,11 @@ def join(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local, control), device
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of the parameters' bytes: equal on every rank when data parallelism kept them in step."""
+def weights_digest(*modules: torch.nn.Module) -> str:
+    """sha256 of the parameters' bytes (of every module given, in order): equal on every rank when
+    data parallelism kept them in step."""
     h = hashlib.sha256()
-    for p in model.parameters():
+    for p in (p for m in modules for p in m.parameters()):
         h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 

@@ -3,7 +3,10 @@
 One step trains every identity: a batch of its faces (sampled without replacement, epoch by
 epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
 the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
-(facedag.training.losses); the identities' losses are summed and AdamW takes one step. Under CUDA the
+(facedag.training.losses); the identities' losses are summed and AdamW takes one step. Optional:
+an adversarial term per identity with its discriminators' own step (`train.gan_weight`,
+facedag.training.adversarial), and batches drawn evenly across yaw bins (`train.uniform_yaw`,
+facedag.training.sampler.YawBinSampler). Under CUDA the
 forward runs in bf16 autocast where the GPU does bf16 natively (no grad scaler needed), else in
 fp16 autocast with a GradScaler (its state in the checkpoint); the loss in fp32; on the CPU
 everything is fp32 (facedag.device.pick_precision).
@@ -78,6 +81,7 @@ from facedag.device import autocast_dtype, pick_device, pick_precision
 from facedag.params import Params
 from facedag.progress import counter
 from facedag.records import StageFailed
+from facedag.training.adversarial import build_adversary
 from facedag.training.augment import AugmentConfig, augment
 from facedag.training.average import WeightAverage
 from facedag.training.checkpoint import (
@@ -96,7 +100,7 @@ from facedag.training.losses import face_region, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
 from facedag.training.presets import auto_batch, trial_step
 from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
-from facedag.training.sampler import Sampler
+from facedag.training.sampler import YawBinSampler, make_sampler, restore_sampler
 from facedag.training.scoring import (
     BestTracker,
     best_paths,
@@ -200,7 +204,11 @@ class Trainer:
         self.batch = self.pick_batch(resolve(t).batch_size, t.preset)  # global: all ranks' shares together
         self.share = self.dist.share(self.batch)
         self.average = WeightAverage(self.model, t.ema)
-        self.samplers = {name: Sampler(sets[name].train_idx, seed * 1000 + i) for i, name in enumerate(identities)}
+        self.samplers = {name: make_sampler(sets[name].train_idx, sets[name].yaw, t.uniform_yaw, t.yaw_bins,
+                                            seed * 1000 + i) for i, name in enumerate(identities)}
+        for name, smp in self.samplers.items():
+            if isinstance(smp, YawBinSampler):
+                log(f"{name}: training faces per yaw bin {smp.counts} (uniform_yaw: non-empty bins drawn evenly)")
         self.seed = seed
         # a CPU generator whatever the device: its state is the same on every machine (checkpoints travel)
         self.aug_gen = torch.Generator().manual_seed(seed + 7919)
@@ -208,6 +216,11 @@ class Trainer:
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        # train.gan_weight > 0: a discriminator per identity (facedag.training.adversarial); else None
+        self.gan = build_adversary(t, identities, cfg.decoder_width, cfg.face_size, seed, device, self.amp_dtype)
+        if self.gan is not None:
+            log(f"adversarial loss: weight {t.gan_weight:g} from step {t.gan_start}, "
+                f"{self.gan.params_count() / 1e6:.2f} M discriminator params")
         self.tracker = BestTracker(t.patience, t.min_delta)
         self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
         self.step_no = 0
@@ -237,6 +250,8 @@ class Trainer:
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.forward, device_ids=ids, gradient_as_bucket_view=True)
+        if self.gan is not None:
+            self.gan.distribute(self.dist.world, self.device)
 
     # -- resume ----------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -262,8 +277,11 @@ class Trainer:
         for g in self.opt.param_groups:  # params may change lr/weight decay between runs; the moments carry on
             g["lr"], g["weight_decay"] = t.lr, t.weight_decay
         self.average.load_state_dict(state.get("ema"), self.model, log)
-        for name in self.identities:
-            self.samplers[name].load_state_dict(state["samplers"][name])
+        for i, name in enumerate(self.identities):
+            restore_sampler(self.samplers[name], state["samplers"][name], int(state["step"]), self.seed * 1000 + i,
+                            log, name)
+        if self.gan is not None:
+            self.gan.load_state_dict(state.get("gan"), log)
         self.step_no = self.resumed_from = int(state["step"])
         self.restore_augment_rng(state["augment_rng"])
         restore_rng(state["rng"], log)
@@ -320,6 +338,8 @@ class Trainer:
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
             total = total + loss
             losses[name] = loss.detach()
+            if self.gan is not None:  # gan_weight x the adversarial term (0 before gan_start); not in the logged loss
+                total = total + self.gan.generator_term(name, y, w, self.step_no)
         if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow
             self.scaler.scale(total).backward()
             self.scaler.step(self.opt)
@@ -327,6 +347,8 @@ class Trainer:
         else:
             total.backward()
             self.opt.step()
+        if self.gan is not None:  # the discriminators' step on this step's targets and detached outputs
+            losses.update(self.gan.step(outputs, targets, weights, self.step_no))
         self.step_no += 1
         self.average.update(self.model, self.step_no)
         return losses
@@ -368,6 +390,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "ema": self.average.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,  # fp16 only: bf16 and fp32 need no scaling
+            "gan": self.gan.state_dict() if self.gan is not None else None,  # the discriminators (gan_weight > 0)
             "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
             "augment_rng": self.aug_gen.get_state(),
             "device": self.device.type,
@@ -407,7 +430,9 @@ class Trainer:
         row, a preview and models/model.safetensors + model.json (rank 0: the others only hand in
         the digest of their weights, which model.json records). Returns the last metrics row."""
         if self.dist.world > 1:
-            self.weights_sha256 = self.dist.gather(weights_digest(self.model))
+            # with the GAN on, the discriminators too: DDP keeps them in step like the generator
+            nets = [self.model] if self.gan is None else [self.model, self.gan.nets]
+            self.weights_sha256 = self.dist.gather(weights_digest(*nets))
             if len(set(self.weights_sha256)) != 1:
                 self.log(f"warning: the {self.dist.world} ranks' weights differ at step {self.step_no}")
         if not self.dist.main:

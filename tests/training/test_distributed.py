@@ -23,7 +23,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.test_loop import tiny_data, tiny_project  # noqa: F401  (tiny_data is a fixture)
+from facedag.training.checkpoint import list_checkpoints, load_checkpoint
+from tests.training.test_loop import plant_yaw, tiny_data, tiny_project  # noqa: F401  (tiny_data is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 # batch 6: splits evenly among 2 and 3 ranks
@@ -123,10 +124,18 @@ def wait_for_checkpoint(proc: subprocess.Popen, root: Path) -> Path:
     return ckpts
 
 
-def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("options", ["plain", "gan_uniform_yaw"])
+def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_data: Path, options: str) -> None:  # noqa: F811
+    """Killed with -9 after a checkpoint and resumed equals uninterrupted; also with the
+    adversarial loss on from step 1 (discriminators in the checkpoint) and yaw-bin batches."""
     long = {**DDP, "max_steps": 120, "eval_every": 60, "preview_every": 60}
+    if options == "gan_uniform_yaw":
+        long.update(gan_weight=0.1, gan_start=1, uniform_yaw=True)
     ref_root = tiny_project(tmp_path / "ref", tiny_data, long)
     run_root = tiny_project(tmp_path / "run", tiny_data, long)
+    if options == "gan_uniform_yaw":
+        plant_yaw(ref_root)
+        plant_yaw(run_root)
     env = env_for(tmp_path, FACEDAG_GPUS="2")
     victim = stage(run_root, env)
     ckpts = wait_for_checkpoint(victim, run_root)
@@ -147,6 +156,12 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_data: Path
     assert rc == 0, err
     a, b = model(ref_root), model(run_root)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if options == "gan_uniform_yaw":
+        assert "fresh discriminators" not in err
+        ref_ckpt = load_checkpoint(list_checkpoints(ref_root / "models" / "checkpoints")[0][1])
+        run_ckpt = load_checkpoint(list_checkpoints(run_root / "models" / "checkpoints")[0][1])
+        assert ref_ckpt["step"] == run_ckpt["step"] == 120
+        assert all(torch.equal(v, run_ckpt["gan"]["nets"][k]) for k, v in ref_ckpt["gan"]["nets"].items())
 
 
 @pytest.mark.parametrize("target", ["stage", "torchrun"])
@@ -206,3 +221,16 @@ def test_two_launchers_one_rendezvous_train_one_model(tmp_path: Path, tiny_data:
     assert info["world_size"] == 2 and len(set(info["weights_sha256"])) == 1
     a, b = model(ref_root), model(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gan_and_uniform_yaw_on_two_ranks_stay_in_step(tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
+    """The adversarial loss (from step 1) and yaw-bin batches under 2 ranks: the discriminators
+    are wrapped in DDP like the generator, so every rank ends with the same generator and
+    discriminator weights (weights_sha256 covers both with the GAN on)."""
+    root = tiny_project(tmp_path / "p", tiny_data, {**DDP, "gan_weight": 0.1, "gan_start": 1, "uniform_yaw": True})
+    plant_yaw(root)
+    rc, err = finished(stage(root, env_for(tmp_path, FACEDAG_GPUS="2")))
+    assert rc == 0, err
+    info = json.loads((root / "models" / "model.json").read_text())["info"]
+    assert info["world_size"] == 2 and len(set(info["weights_sha256"])) == 1
+    assert "over 2 processes" in err and "adversarial loss: weight 0.1" in err and "warning: the" not in err

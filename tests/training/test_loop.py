@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -302,3 +304,57 @@ def test_cadence_fires_on_steps_or_minutes() -> None:
     assert not by_time.due(1)
     time.sleep(0.02)
     assert by_time.due(2) and not by_time.due(3)  # it fired, and the clock starts again
+
+
+def plant_yaw(root: Path) -> None:
+    """Give the project's training faces a spread of yaws (the portrait set is all frontal): a
+    few turned each way, most frontal, as footage is."""
+    for name in ("src", "dst"):
+        path = dataset_path(root, name)
+        table = pq.read_table(path)
+        yaw = [-50.0, 55.0] + [0.0] * (table.num_rows - 2)
+        table = table.set_column(table.schema.get_field_index("yaw"), "yaw", pa.array(yaw, pa.float32()))
+        pq.write_table(table, path)
+
+
+def test_gan_and_uniform_yaw_resume_to_the_bit(tmp_path: Path, tiny_data: Path) -> None:
+    """The adversarial loss on from step 1 and yaw-bin batches: the discriminators are in the
+    checkpoint, and a run stopped at step 3 (as a kill after that checkpoint leaves it) and
+    resumed ends equal (torch.equal) to an uninterrupted one; a checkpoint written with the GAN
+    off resumes with it on from fresh discriminators, and says so."""
+    gan = {"deterministic": True, "gan_weight": 0.1, "gan_start": 1, "uniform_yaw": True, "yaw_bins": 5}
+    logs: list[str] = []
+    full = tiny_project(tmp_path / "full", tiny_data, gan)
+    plant_yaw(full)
+    train(load(full), full, logs.append)
+    assert "src: training faces per yaw bin [1, 0, 10, 0, 1] (uniform_yaw: non-empty bins drawn evenly)" in logs
+    assert any(line.startswith("adversarial loss: weight 0.1 from step 1") for line in logs)
+    state = load_checkpoint(list_checkpoints(full / "models" / "checkpoints")[0][1])
+    assert state["step"] == 6 and state["gan"]["optimizer"]["state"]
+    assert {"nets.src.net.0.weight", "nets.dst.net.0.weight"} <= set(state["gan"]["nets"])
+    assert "gan" not in state["config"]  # not part of the model: changing it continues the generator
+    summary = json.loads((full / "models" / "live" / "metrics.json").read_text())
+    assert summary["loss"]["disc"]["src"] > 0  # the discriminators' curves beside the reconstruction's
+
+    part = tiny_project(tmp_path / "part", tiny_data, {**gan, "max_steps": 3})
+    plant_yaw(part)
+    train(load(part), part, logs.append)
+    logs.clear()
+    train(with_train(load(part), max_steps=6), part, logs.append)
+    assert "resumed from step 3" in logs and not any("reseeded" in line or "fresh" in line for line in logs)
+    resumed = load_checkpoint(list_checkpoints(part / "models" / "checkpoints")[0][1])
+    for key in ("model", "ema"):
+        assert all(torch.equal(resumed[key][k], v) for k, v in state[key].items()), key
+    assert all(torch.equal(resumed["gan"]["nets"][k], v) for k, v in state["gan"]["nets"].items())
+    saved = load_file(str(full / "models" / "model.safetensors"))
+    again = load_file(str(part / "models" / "model.safetensors"))
+    assert all(torch.equal(again[k], v) for k, v in saved.items())
+
+    off = tiny_project(tmp_path / "off", tiny_data, {"deterministic": True, "max_steps": 3})
+    train(load(off), off, logs.append)
+    assert load_checkpoint(list_checkpoints(off / "models" / "checkpoints")[0][1])["gan"] is None
+    logs.clear()
+    train(with_train(load(off), max_steps=4, gan_weight=0.1), off, logs.append)
+    assert "the checkpoint has no discriminator state (written with train.gan_weight 0): " \
+           "starting fresh discriminators" in logs
+    assert "resumed from step 3" in logs  # the generator goes on: gan settings are not the model's
