@@ -65,7 +65,6 @@ from facedag.params import Export
 from facedag.provenance.watermark import Embedder
 from facedag.records import Rejected, Rejections, atomic_write_bytes, atomic_write_json
 from facedag.sources.media import Frame, iter_frames
-from facedag.swap.convert import frame_rate
 from facedag.swap.frames import CONVERT_SCHEMA, PLACEMENT_COLUMNS, decode_mask
 from facedag.tables import missing_columns
 
@@ -284,7 +283,7 @@ def video_entry(record: dict[str, Any], record_path: str, record_sha256: str, vi
         "swap": record.get("swap"),
         "model": {"sha256": model.get("sha256"), "step": model.get("step"), "path": model.get("path")},
         "provenance": {"record": record_path, "sha256": record_sha256, "created": record.get("created"),
-                       "params_sha256": record.get("params_sha256")},  # fmt: skip
+                       "params_sha256": record.get("params_sha256")},
         "watermark": record.get("watermark"),
         "mark_id": (record.get("watermark") or {}).get("mark_id"),
         "label": False,
@@ -298,16 +297,24 @@ def video_entry(record: dict[str, Any], record_path: str, record_sha256: str, vi
         "patches": stats.patches if cfg.patches else None,
         "rejected": stats.rejected,
         "paths": {**rel, **({"transforms": f"{rel['patches']}/transforms.json"} if cfg.patches else {})},
-    }  # fmt: skip
+    }
 
 
 def frame_size_and_rate(frames: str | os.PathLike[str]) -> tuple[int, int, Fraction]:
-    """The intermediate's frame size and exact rate (for the index)."""
-    first = next(iter_frames(frames), None)
-    if first is None:
-        raise Rejected("undecodable", f"no frame decodes from {frames}")
-    h, w = first.image.shape[:2]
-    return w, h, frame_rate(frames)
+    """The intermediate's frame size and exact rate (for the index): convert writes it at the
+    target's average rate, which the stream's average_rate holds exactly (e.g. 30000/1001)."""
+    import av
+
+    try:
+        with av.open(os.fspath(frames)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            width, height = stream.codec_context.width, stream.codec_context.height
+    except (av.FFmpegError, IndexError) as exc:
+        raise Rejected("undecodable", f"{frames}: {exc}") from None
+    if not rate or not width or not height:
+        raise Rejected("undecodable", f"{frames} has no frame size or rate")
+    return width, height, Fraction(rate).limit_denominator(100000)
 
 
 def index_document(videos: dict[str, Any]) -> dict[str, Any]:
