@@ -35,6 +35,7 @@ CONVERT_SCHEMA = pa.schema([
 # by name (facedag.tables.missing_columns), never misread
 PLACEMENT_COLUMNS = ("face_tracks", "face_matrices")
 
+
 def encode_mask(alpha: np.ndarray) -> bytes:
     """A blend mask (float [0, 1]) as an 8-bit grey PNG."""
     ok, buf = cv2.imencode(".png", np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8),
