@@ -185,9 +185,10 @@ def _rows(table: Path, patches: bool) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def _pairs(target: Path, frames: Path, table: Path, patches: bool,
+def _pairs(target: Path, frames: Path, table: Path, patches: bool, every: int,
            rejections: Rejections, video: str) -> Iterator[tuple[Frame, Frame, dict[str, Any]]]:  # fmt: skip
-    """(real frame, swapped frame, table row) by frame index; a frame one of them lacks is rejected."""
+    """(real frame, swapped frame, table row) by frame index; a frame one of them lacks is rejected
+    (when the stride would have exported it)."""
     real_it, fake_it, rows = iter_frames(target), iter_frames(frames), _rows(table, patches)
     while True:
         real, fake, row = next(real_it, None), next(fake_it, None), next(rows, None)
@@ -197,7 +198,8 @@ def _pairs(target: Path, frames: Path, table: Path, patches: bool,
             index = next(x.index for x in (real, fake) if x is not None) if row is None else row["frame"]
             lacking = ", ".join(n for n, x in (("target", real), ("converted video", fake), ("table", row))
                                 if x is None)  # fmt: skip
-            rejections.add(f"{video}/{index:04d}", "frame_missing", f"frame {index} is not in the {lacking}")
+            if index % every == 0:
+                rejections.add(f"{video}/{index:04d}", "frame_missing", f"frame {index} is not in the {lacking}")
             continue
         yield real, fake, row
 
@@ -223,7 +225,8 @@ def export_video(target: str | os.PathLike[str], frames: str | os.PathLike[str],
     stats = ExportStats()
     transforms: list[dict[str, Any]] = []
     embedder: Embedder | None = None
-    for real, fake, row in _pairs(Path(target), Path(frames), Path(table), cfg.patches, rejections, video):
+    for real, fake, row in _pairs(Path(target), Path(frames), Path(table), cfg.patches, cfg.every, rejections,
+                                  video):
         stats.frames += 1
         index = fake.index
         item = f"{video}/{index:04d}"

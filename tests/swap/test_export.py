@@ -205,3 +205,16 @@ def test_every_rejections_and_old_tables(conversion, tmp_path):
                          Rejections(tmp_path / "o3", "export"))  # fmt: skip
     assert stats.exported == len(range(0, N, 10)) and stats.patches == 0
     assert not (folders(tmp_path / "o3", "clip")["patches"] / "transforms.json").exists()
+
+
+def test_a_frame_the_table_lacks_is_rejected_and_the_rest_exported(conversion, tmp_path):
+    short = tmp_path / "short.parquet"
+    table = pq.read_table(conversion["table"])
+    pq.write_table(table.slice(0, N - 1), short)
+    rejections = Rejections(tmp_path / "out", "export")
+    stats = export_video(conversion["target"], conversion["frames"], short, conversion["record"], tmp_path / "out",
+                         Export(enabled=True, patches=False), "clip", rejections)  # fmt: skip
+    rejections.close()
+    assert stats.exported == N - 1 and stats.rejected == 1
+    (row,) = [json.loads(line) for line in (tmp_path / "out/rejected.jsonl").read_text().splitlines()]
+    assert row["item"] == f"clip/{N - 1:04d}" and row["reason"] == "frame_missing" and "table" in row["message"]
