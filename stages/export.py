@@ -19,7 +19,8 @@ under `data/export/` (facedag.swap.export; each file atomically):
   licence), identities, model (sha256, step), the provenance record and its sha256, the mark id,
   frames, fps, which frames had a swap, consent and licence references; `label: false` and why;
 - `rejected.jsonl`: frames that could not be exported (reasons frame_missing, frame_mismatch,
-  mask_unreadable), the rest goes on; `metrics.json`: frames, exported, swapped, patches, rejected.
+  mask_unreadable, too_small_to_mark), the rest goes on;
+- `metrics.json`: frames, exported, swapped, patches, rejected.
 
 `<video>` is `export.name`, else the target file's stem. Fails with one line when consent is
 missing, an input is absent, output.json is for another target, or no frame could be exported.

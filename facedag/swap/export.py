@@ -212,7 +212,8 @@ def export_video(target: str | os.PathLike[str], frames: str | os.PathLike[str],
     `target` is the real video convert read, `frames` and `table` convert's intermediate and
     table, `record` render's output.json (its mark id marks the frames). An unusable frame (one
     the target, the converted video or the table lacks, a mask that does not fit its box, a frame
-    of another size) is added to `rejections` and the rest goes on. Raises Rejected when the mark
+    of another size, one too small to carry the mark) is added to `rejections` and the rest goes
+    on. Raises Rejected when the mark
     id is missing or the table is too old for `cfg.patches`.
     """
     mark_id = (record.get("watermark") or {}).get("mark_id")
@@ -229,6 +230,8 @@ def export_video(target: str | os.PathLike[str], frames: str | os.PathLike[str],
                                   video):
         stats.frames += 1
         index = fake.index
+        if index % cfg.every:
+            continue
         item = f"{video}/{index:04d}"
         if real.image.shape != fake.image.shape or row["frame"] != index:
             rejections.add(item, "frame_mismatch", f"target frame {real.image.shape[1]}x{real.image.shape[0]} "
@@ -236,9 +239,11 @@ def export_video(target: str | os.PathLike[str], frames: str | os.PathLike[str],
                                                    f"(table row {row['frame']}) do not match")  # fmt: skip
             continue
         h, w = fake.image.shape[:2]
-        if embedder is None or (embedder.width, embedder.height) != (w, h):
-            embedder = Embedder(mark_id, w, h)
-        if index % cfg.every:
+        try:
+            if embedder is None or (embedder.width, embedder.height) != (w, h):
+                embedder = Embedder(mark_id, w, h)
+        except ValueError as exc:  # smaller than the mark's grid: no synthetic frame leaves unmarked
+            rejections.add(item, "too_small_to_mark", str(exc))
             continue
         marked = mark_rgb(embedder, fake.image, index)  # at its own index: the mark is keyed in time
         try:
