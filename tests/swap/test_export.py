@@ -8,6 +8,7 @@ so the masks can be checked against the pixels that changed, both ways.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ import pytest
 from facedag.params import Convert, Export
 from facedag.provenance.watermark import METHOD, detect_frames, new_mark_id
 from facedag.records import Rejected, Rejections, sha256_file
-from facedag.sources.media import iter_frames
+from facedag.sources.media import ffmpeg_exe, ffmpeg_input, iter_frames
 from facedag.swap.convert import convert_video
 from facedag.swap.export import composite, export_video, folders, read_png, unblend
 from tests.swap.test_convert import BLANK_FRAMES, FACE_FRAMES, invert, make_target
@@ -218,3 +219,19 @@ def test_a_frame_the_table_lacks_is_rejected_and_the_rest_exported(conversion, t
     assert stats.exported == N - 1 and stats.rejected == 1
     (row,) = [json.loads(line) for line in (tmp_path / "out/rejected.jsonl").read_text().splitlines()]
     assert row["item"] == f"clip/{N - 1:04d}" and row["reason"] == "frame_missing" and "table" in row["message"]
+
+
+def test_frames_too_small_for_the_mark_are_rejected_not_exported_unmarked(tmp_path):
+    """No synthetic frame leaves unmarked: a clip smaller than the mark's grid exports nothing."""
+    clip = tmp_path / "tiny.mp4"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=32x24:rate=25:duration=0.2", "-pix_fmt", "yuv420p", ffmpeg_input(clip)],
+                   check=True, timeout=60)  # fmt: skip
+    convert_video(clip, tmp_path / "frames.mkv", invert, 64, Convert(batch=4), table=tmp_path / "frames.parquet")
+    rejections = Rejections(tmp_path / "out", "export")
+    record = {"watermark": {"mark_id": "0" * 12}}
+    stats = export_video(clip, tmp_path / "frames.mkv", tmp_path / "frames.parquet", record, tmp_path / "out",
+                         Export(enabled=True), "tiny", rejections)  # fmt: skip
+    assert stats.frames == 5 and stats.exported == 0
+    assert [r["reason"] for r in rejections.rows] == ["too_small_to_mark"] * 5
+    assert not any(folders(tmp_path / "out", "tiny")["manipulated"].iterdir())
