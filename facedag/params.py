@@ -397,6 +397,20 @@ class Render(Section):
     c2pa: C2pa = C2pa()
 
 
+class Export(Section):
+    """The export stage (facedag.swap.export): ground truth for detector research and patches for
+    compositing, from convert's lossless frames and table, marked with render's mark id. Off by
+    default: then it writes only a record saying so (data/export/index.json), so the DAG stays whole."""
+
+    enabled: bool = Field(False, description="write the export (false: only an off-record in data/export/index.json)")
+    patches: bool = Field(True, description="also the swapped face per frame as an RGBA patch plus its transforms")
+    every: int = Field(1, ge=1, le=10000, description="frame stride: export frames 0, every, 2*every, ...")
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="the video's folder name in the export (default: the target file's stem)",
+    )
+
+
 class Params(BaseModel):
     """The whole params.yaml. Sections of stages not built yet are accepted as-is."""
 
@@ -419,6 +433,7 @@ class Params(BaseModel):
     convert: Convert = Convert()
     render: Render = Render()
     evaluate: Evaluate = Evaluate()
+    export: Export = Export()
 
     @model_validator(mode="after")
     def _references_need_identity_policy(self) -> Params:

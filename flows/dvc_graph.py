@@ -20,7 +20,7 @@ from facedag.records import atomic_write_bytes
 # ties between steps that DVC sees as unrelated (the frozen model stages have no outs
 # yet, so DVC knows no edge between them).
 STEP_ORDER = ["download", "profile", "trim", "extract", "align", "dedupe", "train", "evaluate_model", "convert",
-              "evaluate_video", "render"]
+              "evaluate_video", "render", "export"]
 
 
 LOCK_BACKUP = Path(".dvc") / "tmp" / "facedag-dvc.lock.good"

@@ -23,9 +23,11 @@ average rate).
 
 `convert_video` writes, besides the video, one row per frame to a parquet table
 (facedag.swap.frames.CONVERT_SCHEMA): frame, time, swapped, faces, score, mask_area (frame px with a non-zero
-mask), bbox and track (of the best-scored swapped face; null when none), and the blend mask
+mask), bbox and track (of the best-scored swapped face; null when none), the blend mask
 itself (the union of the pasted masks, as an 8-bit PNG of its bounding box `mask_box`), so that
-evaluate_video measures seams, flicker and colour where the blend actually happened.
+evaluate_video measures seams, flicker and colour where the blend actually happened, and per
+pasted face its track and aligned->frame matrix (`face_tracks`, `face_matrices`: the export
+stage's compositing transforms).
 
 Chunks, and resuming after a kill. The target is converted in chunks of `CHUNK_FRAMES` frames
 (rounded up to a multiple of the detector batch). Each chunk is its own lossless segment
@@ -179,6 +181,9 @@ class FrameResult:
     mask_box: tuple[int, int, int, int] | None = None
     mask_png: bytes | None = field(default=None, repr=False)
     alpha: np.ndarray | None = field(default=None, repr=False)
+    # per pasted face, in paste order: its track and its aligned px -> frame px matrix (2x3),
+    # what the export stage's compositing patches give back to the plate
+    placements: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)
 
     @property
     def swapped(self) -> bool:
@@ -281,6 +286,7 @@ class _Converter:
                 area, (x0, y0, x1, y1), alpha = pasted
                 result.faces += 1
                 result.mask_area += area
+                result.placements.append((job.track, invert_affine(job.matrix)))
                 self.stats.tracks.add(job.track)
                 np.maximum(alpha_full[y0:y1, x0:x1], alpha, out=alpha_full[y0:y1, x0:x1])
                 box = (x0, y0, x1, y1) if result.mask_box is None else (
@@ -552,6 +558,8 @@ def _convert_chunks(target: str | os.PathLike[str], work: ResumeDir, state: dict
             score=result.score, mask_area=result.mask_area,
             bbox=list(result.bbox) if result.bbox is not None else None, track=result.track,
             mask_box=list(result.mask_box) if result.mask_box is not None else None, mask=result.mask_png,
+            face_tracks=[track for track, _ in result.placements],
+            face_matrices=[m.ravel().tolist() for _, m in result.placements],
         )  # fmt: skip
         fault_point("convert", "frame")
         if on_frame is not None:

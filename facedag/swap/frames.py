@@ -4,7 +4,9 @@ One row per target frame (CONVERT_SCHEMA): frame, time, swapped, faces, score, m
 (frame px with a non-zero mask), bbox and track (of the best-scored swapped face; null when
 none), and the blend mask itself (the union of the pasted masks, as an 8-bit PNG of its
 bounding box `mask_box`), so that evaluate_video measures seams, flicker and colour where the
-blend actually happened. Its own module, apart from convert, so that the stages reading it do
+blend actually happened; and per pasted face its track and aligned->frame matrix (the export
+stage's compositing transforms; tables written before these two columns are refused by export
+when it writes patches, by name). Its own module, apart from convert, so that the stages reading it do
 not depend on convert's code.
 """
 
@@ -25,7 +27,14 @@ CONVERT_SCHEMA = pa.schema([
     ("track", pa.int32()),
     ("mask_box", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 (px, exclusive ends) of `mask` (null: none)
     ("mask", pa.binary()),  # the blend mask there, 8-bit grey PNG (0 = target untouched): evaluate_video's
+    ("face_tracks", pa.list_(pa.int32())),  # per pasted face, in paste order: its track ([]: none)
+    ("face_matrices", pa.list_(pa.list_(pa.float64(), 6))),  # and its aligned px -> frame px 2x3 matrix, row-major
 ])  # fmt: skip
+
+# the columns the export stage's compositing patches need: tables written before them are refused
+# by name (facedag.tables.missing_columns), never misread
+PLACEMENT_COLUMNS = ("face_tracks", "face_matrices")
+
 
 def encode_mask(alpha: np.ndarray) -> bytes:
     """A blend mask (float [0, 1]) as an 8-bit grey PNG."""

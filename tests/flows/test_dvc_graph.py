@@ -8,7 +8,7 @@ from flows.dvc_graph import load_stages, ordered_steps, with_upstream
 from tests.conftest import REPO
 
 STEPS = ["download", "profile", "trim", "extract", "align", "dedupe", "train", "evaluate_model", "convert",
-         "evaluate_video", "render", "report"]
+         "evaluate_video", "render", "export", "report"]
 PER_ID = ["download", "profile", "trim", "extract", "align", "dedupe"]
 
 
@@ -42,6 +42,7 @@ def test_model_stages_follow_the_data_and_each_other(stages):
     assert set(stages["train"].upstream) == {"dedupe@src", "dedupe@dst"}
     assert stages["convert"].upstream == ("train",)
     assert {"convert", "train"} <= set(stages["render"].upstream)
+    assert set(stages["export"].upstream) == {"convert", "render"}
     assert {"render", "convert", "train", "dedupe@src", "align@dst", "trim@src"} <= set(stages["report"].upstream)
     assert stages["extract@src"].metrics == ("data/extract/src/metrics.json",)
 

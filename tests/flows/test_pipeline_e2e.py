@@ -26,7 +26,7 @@ from tests.conftest import SAMPLES, TINY, VENV_BIN, make_project, tool_env
 pytestmark = pytest.mark.slow
 DATA_STAGES = [f"{step}@{i}" for step in ("download", "profile", "trim", "extract", "align", "dedupe")
                for i in ("src", "dst")]  # fmt: skip
-ALL_STAGES = [*DATA_STAGES, "train", "evaluate_model", "convert", "evaluate_video", "render", "report"]
+ALL_STAGES = [*DATA_STAGES, "train", "evaluate_model", "convert", "evaluate_video", "render", "export", "report"]
 
 
 def _latest_artifact(key: str) -> dict:
@@ -122,7 +122,8 @@ def test_flow_renders_a_labelled_swap_and_reruns_only_what_changed(tmp_path, dem
 
     _set_param(root, "render", "label", False)
     third = _by_stage(pipeline(root=str(root)))
-    assert [s for s in ALL_STAGES if third[s] == "ran"] == ["render", "report"]  # the report shows the new output
+    # the report shows the new output; export (off) rewrites its off-record after a new output.json
+    assert [s for s in ALL_STAGES if third[s] == "ran"] == ["render", "export", "report"]
     record = json.loads((root / "data/render/output.json").read_text())
     assert record["label"] == {"visible": False, "text": None, "turned_off_by": "render.label: false in params.yaml"}
 
