@@ -142,9 +142,10 @@ def fold(image: np.ndarray, period: tuple[float, float], bins: int) -> np.ndarra
     size = (max(1, round(w * bins / px)), max(1, round(h * bins / py)))
     small = cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_AREA)
     ny, nx = -(-size[1] // bins), -(-size[0] // bins)
-    padded = np.zeros((ny * bins, nx * bins), np.float32)
-    padded[: size[1], : size[0]] = small
-    return padded.reshape(ny, bins, nx, bins).sum(axis=(0, 2))
+    if small.shape != (ny * bins, nx * bins):
+        small = cv2.copyMakeBorder(small, 0, ny * bins - size[1], 0, nx * bins - size[0], cv2.BORDER_CONSTANT, value=0)
+    # rows of tiles first (a contiguous sum), then across: half the time of one sum over both axes
+    return small.reshape(ny, bins, nx * bins).sum(axis=0).reshape(bins, nx, bins).sum(axis=1)
 
 
 def circular_xcorr(folds: np.ndarray, template: np.ndarray) -> np.ndarray:

@@ -73,6 +73,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -521,6 +522,7 @@ _V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bou
 _HARMONICS = 12  # harmonics of the tile period the comb looks for
 _SYNC_REFINED = 8  # the best screened (sync, period) pairs, screened again with the period refined
 _SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
+_WORKERS = min(4, os.cpu_count() or 1)  # threads that screen the syncs (_TileReader.result)
 _FINE_BINS = 4  # fold samples per cell: the phase is found to a quarter cell
 _PERIOD_LIMITS = (0.1, 0.7)  # tile periods searched, as fractions of each axis of the frame
 # nor below this many (working) px per cell: not the codec's 8 and 16 px blocks, nor a third of the
@@ -648,18 +650,23 @@ class _TileReader:
         #    at the square ones each axis gives (the tile is square unless the copy was stretched)
         h2, w2 = h // 2, w // 2
         halves = [cv2.resize(image[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA) for image in sums]
-        trials = []
-        for o, half in enumerate(halves):
+
+        def screen(o: int) -> list[tuple[float, int, tuple[float, float]]]:
             x, y = float(px[o]), float(py[o])
-            for period in {(x, y), (x, x), (y, y), (2 * x, 2 * x), (2 * y, 2 * y)}:
-                trials.append((self._register(half, (period[0] / 2, period[1] / 2), ())[0], o, period))
-        trials.sort(key=lambda t: -t[0])
-        # the best of them again with the period refined (+-2 steps of 1 %): a comb 2 % off smears the
-        # fold by 2 cells across 4 tiles, and the right sync screened lower than wrong ones
-        refined = []
-        for _, o, period in trials[:_SYNC_REFINED]:
+            periods = {(x, y), (x, x), (y, y), (2 * x, 2 * x), (2 * y, 2 * y)}
+            return [(self._register(halves[o], (p[0] / 2, p[1] / 2), ())[0], o, p) for p in periods]
+
+        def refine(o: int, period: tuple[float, float]) -> tuple[float, int, tuple[float, float]]:
             value, trial = self._register(halves[o], (period[0] / 2, period[1] / 2), _REFINE_STEPS[:1])[:2]
-            refined.append((value, o, (2 * trial[0], 2 * trial[1])))
+            return value, o, (2 * trial[0], 2 * trial[1])
+
+        # OpenCV's DFTs and resizes let go of the GIL: the syncs are screened on every core
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            trials = [t for ts in pool.map(screen, range(PERIOD)) for t in ts]
+            trials.sort(key=lambda t: -t[0])
+            # the best of them again with the period refined (+-2 steps of 1 %): a comb 2 % off smears
+            # the fold by 2 cells across 4 tiles, and the right sync screened lower than wrong ones
+            refined = list(pool.map(lambda t: refine(t[1], t[2]), trials[:_SYNC_REFINED]))
         refined.sort(key=lambda t: -t[0])
         candidates: list[tuple[int, tuple[float, float]]] = []
         for _, o, period in refined:
