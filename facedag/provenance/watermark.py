@@ -518,7 +518,7 @@ _WORK_SHORT = 480  # v2 reads frames halved while their shorter side is at least
 _V2_LOCAL = 9  # v2 divides each frame difference by its mean magnitude over this many px square (_TileReader)
 _V2_FLOOR = 0.1  # plus this share of the whole difference's mean magnitude (still areas keep a finite weight)
 _V2_CLIP = 2.0  # and clips the result at this
-_V2_MAX_DIFFS = 320  # frame differences kept for v2 (about 10 s at 30 fps): bounds the memory
+_V2_MAX_DIFFS = 320  # frame differences v2 sums (about 10 s at 30 fps)
 _HARMONICS = 12  # harmonics of the tile period the comb looks for
 _SYNC_REFINED = 8  # the best screened (sync, period) pairs, screened again with the period refined
 _SYNC_CANDIDATES = 3  # the best screened syncs, registered in full and decoded
@@ -551,19 +551,20 @@ def _work_image(y: np.ndarray) -> np.ndarray:
 
 
 class _TileReader:
-    """Reads the v2 (tiled) mark: keeps the frame differences, then registers and decodes.
+    """Reads the v2 (tiled) mark: sums the frame differences, then registers and decodes.
 
     Each difference (frame t - frame t+1, on the working image) is divided by its local mean
-    magnitude (over _V2_LOCAL px, plus _V2_FLOOR x the frame's), clipped at _V2_CLIP and kept
-    (float16): every area weighs by how little the picture moves there, the mark being the same
-    everywhere. v1 reads 13 px cell means and gets by with one scale per frame; v2 reads pixels,
-    and moving edges make heavy-tailed differences. Scores after CRF 28 veryfast on the demo
-    target (a pan over a photo, 16 levels of change per frame) at 1x and 0.75x, and on moving
-    white noise (tests/provenance/test_watermark.py): one scale per frame clipped at 3x: 5.3 (not
-    found) / - / 9.1; at 0.5x: 9.2 / 10.1 / 5.7 (not found); local, clipped at 2: 9.7 / 10.5 / 9.0.
+    magnitude (over _V2_LOCAL px, plus _V2_FLOOR x the frame's), clipped at _V2_CLIP and added to
+    the sum of the differences with the same index modulo PERIOD: every area weighs by how little
+    the picture moves there, the mark being the same everywhere. v1 reads 13 px cell means and gets
+    by with one scale per frame; v2 reads pixels, and moving edges make heavy-tailed differences.
+    Scores after CRF 28 veryfast on the demo target (a pan over a photo, 16 levels of change per
+    frame) at 1x and 0.75x, and on moving white noise (tests/provenance/test_watermark.py): one
+    scale per frame clipped at 3x: 5.3 (not found) / - / 9.1; at 0.5x: 9.2 / 10.1 / 5.7 (not found);
+    local, clipped at 2: 9.7 / 10.5 / 9.0.
 
     `result` then:
-    1. sums the differences under each of the PERIOD cyclic shifts of the keyed sign sequence, and
+    1. mixes those PERIOD sums into the sum under each cyclic shift of the keyed sign sequence, and
        looks for the tile's comb in each sum's power spectrum (facedag.provenance.registration):
        each comb gives a tile period (px, py). At the working size, not half of it: after 0.75x
        and CRF 28 a 480x360 copy's cells are 5 px, and at half size the right sync's comb was
