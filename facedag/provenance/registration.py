@@ -35,7 +35,8 @@ _HALF_PERIOD_RATIO = 0.5  # p / 2 replaces p when its comb has this share of p's
 
 
 def power_spectra(images: np.ndarray) -> np.ndarray:
-    """|rfft2(image)|^2 of each of `images` (n, h, w).
+    """|rfft2(image)|^2 of each of `images` (n, h, w), for the non-negative vertical frequencies
+    (rows 0 .. h // 2: the rest mirrors them), as (n, h // 2 + 1, w // 2 + 1).
 
     No window: a tile that fits only two or three times across the copy (a 9:16 crop) gives comb
     teeth two or three bins apart, which a Hann window's four-bin main lobe merges (measured: the
@@ -44,25 +45,43 @@ def power_spectra(images: np.ndarray) -> np.ndarray:
     are then PAD x the image's)."""
     images = np.asarray(images, np.float32)
     n, h, w = images.shape
-    out = np.empty((n, PAD * h, PAD * w // 2 + 1), np.float32)
-    for i, image in enumerate(images):  # OpenCV's DFT: 4x numpy's on 64 sums of 360x640 (0.13 vs 0.58 s)
+    ph, pw = PAD * h, PAD * w
+    out = np.empty((n, ph // 2 + 1, pw // 2 + 1), np.float32)
+    for i, image in enumerate(images):
         padded = cv2.copyMakeBorder(image, 0, (PAD - 1) * h, 0, (PAD - 1) * w, cv2.BORDER_CONSTANT, value=0)
-        spec = cv2.dft(padded, flags=cv2.DFT_COMPLEX_OUTPUT)[:, : PAD * w // 2 + 1]
-        out[i] = spec[..., 0] ** 2 + spec[..., 1] ** 2
+        # OpenCV's real DFT, packed (CCS): 4.7x its complex output and 15x numpy's on 360x640
+        _ccs_power(cv2.dft(padded), out[i])
     return out
+
+
+def _ccs_power(ccs: np.ndarray, out: np.ndarray) -> None:
+    """|F|^2 into `out` (h // 2 + 1, w // 2 + 1) from OpenCV's packed DFT `ccs` (h, w) of a real
+    image: columns 2k-1, 2k hold the real and imaginary parts of column k for every row; the
+    zero-frequency column (and, for an even w, the last) packs its own half the same way down its rows."""
+    h, w = ccs.shape
+    rows = h // 2 + 1
+    inner = (w - 1) // 2  # columns with both parts side by side
+    re, im = ccs[:rows, 1 : 2 * inner : 2], ccs[:rows, 2 : 2 * inner + 1 : 2]
+    np.add(np.square(re), np.square(im), out=out[:, 1 : inner + 1])
+    edges = [(0, 0)] + ([(w - 1, w // 2)] if w % 2 == 0 else [])
+    pairs = (h - 1) // 2
+    for src, dst in edges:
+        column = ccs[:, src]
+        out[0, dst] = column[0] ** 2
+        out[1 : pairs + 1, dst] = column[1 : 2 * pairs : 2] ** 2 + column[2 : 2 * pairs + 1 : 2] ** 2
+        if h % 2 == 0:
+            out[h // 2, dst] = column[h - 1] ** 2
 
 
 def marginals(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each whitened spectrum's mean over rows (a comb in x) and over columns (a comb in y).
 
-    `spectra` (n, h, w // 2 + 1) from `power_spectra`. Whitening divides by the local mean
-    (_WHITEN bins square), so the picture's smooth spectrum weighs 1 everywhere and the tile's
+    `spectra` (n, h // 2 + 1, w // 2 + 1) from `power_spectra`. Whitening divides by the local
+    mean (_WHITEN bins square), so the picture's smooth spectrum weighs 1 everywhere and the tile's
     lattice of peaks stands out."""
-    h = spectra.shape[1]
     out_x, out_y = [], []
     for spectrum in spectra:
-        half = np.ascontiguousarray(spectrum[: h // 2 + 1])  # fy >= 0 (the rest mirrors it)
-        half = half / (cv2.blur(half, (_WHITEN, _WHITEN), borderType=cv2.BORDER_REFLECT) + 1e-12)
+        half = spectrum / (cv2.blur(spectrum, (_WHITEN, _WHITEN), borderType=cv2.BORDER_REFLECT) + 1e-12)
         out_x.append(half.mean(axis=0))
         out_y.append(half.mean(axis=1))
     return np.stack(out_x), np.stack(out_y)
@@ -72,20 +91,22 @@ def _comb_matrix(n_bins: int, length: int, lo: float, hi: float, max_harmonic: i
     """(periods, M): M @ marginal is each candidate period's comb contrast (mean power on the
     teeth less mean power halfway between them), by linear interpolation between bins."""
     periods = np.exp(np.arange(math.log(lo), math.log(hi), _STEP))
-    m = np.zeros((len(periods), n_bins), np.float32)
     top = n_bins - 1
-    for i, p in enumerate(periods):
-        fundamental = length / p
-        teeth = np.arange(1, max_harmonic + 1) * fundamental
-        teeth = teeth[(teeth >= _MIN_BIN) & (teeth + 0.5 * fundamental <= top)]
-        if len(teeth) < 3:
-            continue
-        for positions, sign in ((teeth, 1.0), (teeth + 0.5 * fundamental, -1.0)):
-            left = np.floor(positions).astype(np.int64)
-            frac = positions - left
-            np.add.at(m[i], left, sign * (1 - frac) / len(teeth))
-            np.add.at(m[i], np.minimum(left + 1, top), sign * frac / len(teeth))
-    return periods, m
+    fundamental = length / periods[:, None]  # (periods, 1)
+    teeth = np.arange(1, max_harmonic + 1) * fundamental  # (periods, harmonics)
+    used = (teeth >= _MIN_BIN) & (teeth + 0.5 * fundamental <= top)
+    count = used.sum(axis=1, keepdims=True)
+    used &= count >= 3  # fewer teeth than 3: no comb, the row stays 0
+    row = np.broadcast_to(np.arange(len(periods))[:, None], teeth.shape)[used]
+    m = np.zeros((len(periods), n_bins), np.float64)
+    for offset, sign in ((0.0, 1.0), (0.5, -1.0)):  # the teeth, then halfway between them
+        positions = (teeth + offset * fundamental)[used]
+        left = np.floor(positions).astype(np.int64)
+        frac = positions - left
+        weight = sign / np.broadcast_to(count, teeth.shape)[used]
+        np.add.at(m, (row, left), weight * (1 - frac))
+        np.add.at(m, (row, np.minimum(left + 1, top)), weight * frac)
+    return periods, m.astype(np.float32)
 
 
 def comb_periods(marginals_: np.ndarray, length: int, lo: float, hi: float,
@@ -121,9 +142,10 @@ def fold(image: np.ndarray, period: tuple[float, float], bins: int) -> np.ndarra
     size = (max(1, round(w * bins / px)), max(1, round(h * bins / py)))
     small = cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_AREA)
     ny, nx = -(-size[1] // bins), -(-size[0] // bins)
-    padded = np.zeros((ny * bins, nx * bins), np.float32)
-    padded[: size[1], : size[0]] = small
-    return padded.reshape(ny, bins, nx, bins).sum(axis=(0, 2))
+    if small.shape != (ny * bins, nx * bins):
+        small = cv2.copyMakeBorder(small, 0, ny * bins - size[1], 0, nx * bins - size[0], cv2.BORDER_CONSTANT, value=0)
+    # rows of tiles first (a contiguous sum), then across: half the time of one sum over both axes
+    return small.reshape(ny, bins, nx * bins).sum(axis=0).reshape(bins, nx, bins).sum(axis=1)
 
 
 def circular_xcorr(folds: np.ndarray, template: np.ndarray) -> np.ndarray:

@@ -350,6 +350,18 @@ def test_sample_round_trip_from_two_seconds(marked_sample: tuple[Path, list[floa
     assert found.to_dict()["mark_id"] == MARK_ID
 
 
+def test_detect_file_stops_early_on_a_clear_mark(marked_sample: tuple[Path, list[float]]) -> None:
+    """A clear mark is the answer after 2 s, read exactly as max_seconds=2 reads them; early=False
+    reads the whole file (3 s) and finds the same id."""
+    path, _ = marked_sample
+    early = wm.detect_file(path)
+    assert early.found and early.mark_id == MARK_ID and early.frames == 60, early
+    assert early.score >= wm._EARLY_MARGIN * early.threshold
+    assert early == wm.detect_file(path, max_seconds=2.0)
+    full = wm.detect_file(path, early=False)
+    assert full.found and full.mark_id == MARK_ID and full.frames == 90, full
+
+
 @pytest.mark.parametrize(
     ("name", "attack"),
     [
