@@ -131,7 +131,7 @@ def swap_cuda_vs_cpu(n: int = 64) -> dict[str, Any]:
         save_model(build_model(cfg), cfg, root / "models", {"step": 0})
         path = root / "faces.parquet"
         write_portrait_dataset(path, "grace_hopper", 128, tracks=4, per_track=n // 4, seed=3)
-        faces, _, _ = read_faces(path, 128)
+        faces = read_faces(path, 128)[0]
         faces = faces[:n]
         cpu = Swapper(root / "models", "src", "cpu", batch=16)(faces)
         cuda = Swapper(root / "models", "src", "cuda", batch=16)(faces)

@@ -301,6 +301,14 @@ class Train(Section):
     flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     colour_shift: float = Field(0.05, ge=0, le=0.5, description="max per-channel gain change (+-)")
     light_shift: float = Field(0.08, ge=0, le=0.5, description="max brightness offset and left/right light gradient")
+    occluder_prob: float = Field(
+        0.5, ge=0, le=1, description="share of training faces given a synthetic occluder (a hand or a bar, "
+        "facedag.training.occluders), which the learned mask learns to leave out; 0 = none"
+    )
+    mask_weight: float = Field(
+        1.0, ge=0, description="weight of the learned mask's loss (BCE against the face region minus occluders); "
+        "0 = the mask head is not trained"
+    )
     deterministic: bool = Field(False, description="bit-exact CPU runs (tests): deterministic kernels, 1 thread")
 
 

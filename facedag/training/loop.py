@@ -92,8 +92,9 @@ from facedag.training.checkpoint import (
 from facedag.training.dataset import dataset_hash, load_dataset
 from facedag.training.distributed import join, weights_digest
 from facedag.training.live import log_metrics, open_live
-from facedag.training.losses import face_region, masked_loss, weight_map
+from facedag.training.losses import face_region, mask_loss, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
+from facedag.training.occluders import build_bank, mask_target, paste
 from facedag.training.presets import auto_batch, trial_step
 from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
 from facedag.training.sampler import Sampler
@@ -121,7 +122,7 @@ class AllIdentities(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         return self.model.forward_all(xs)
 
 
@@ -159,7 +160,7 @@ def seed_all(seed: int) -> None:
 def model_config(params: Params) -> ModelConfig:
     size = resolve(params.train)
     return ModelConfig(params.base.face_size, size.encoder_width, size.decoder_width, size.bottleneck,
-                       tuple(params.identities), params.train.layout)
+                       tuple(params.identities), params.train.layout, mask=True)
 
 
 class Trainer:
@@ -207,6 +208,9 @@ class Trainer:
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
+        # occluder textures: the training faces' corners and scikit-image's pictures (facedag.training.occluders)
+        self.bank = build_bank({n: fs.images.index_select(0, fs.train_idx.to(fs.images.device)) for n, fs in
+                                sets.items()}, cfg.face_size).to(device) if t.occluder_prob > 0 else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.tracker = BestTracker(t.patience, t.min_delta)
         self.early_stop: dict[str, Any] | None = None  # set when patience ran out: {step, patience, max_steps}
@@ -302,22 +306,31 @@ class Trainer:
         augments it from the same generator, and trains on its share (facedag.training.distributed)."""
         t = self.t
         self.opt.zero_grad(set_to_none=True)
-        inputs, targets, weights = [], [], []
+        inputs, targets, weights, regions = [], [], [], []
+        rows = (self.share.start, self.batch)
         for name in self.identities:
             idx = self.samplers[name].next(self.batch)[self.share]
             faces = self.sets[name]
-            inp, tgt, w = augment(faces.batch(idx), faces.batch_weights(idx, self.wmap), self.aug_cfg, self.aug_gen,
-                                  rows=(self.share.start, self.batch))
+            n, s = len(idx), self.cfg.face_size
+            maps = torch.cat([faces.batch_weights(idx, self.wmap).expand(n, 1, s, s),
+                              faces.batch_regions(idx, self.region).expand(n, 1, s, s)], 1)  # warped alike
+            inp, tgt, w = augment(faces.batch(idx), maps, self.aug_cfg, self.aug_gen, rows=rows)
+            cover = None
+            if self.bank is not None:  # occluders over input and target alike, after the shared affine
+                inp, tgt, cover = paste(inp, tgt, self.bank, t.occluder_prob, self.aug_gen, rows=rows)
             inputs.append(inp.contiguous(memory_format=torch.channels_last))
             targets.append(tgt)
-            weights.append(w)
+            weights.append(w[:, :1] if cover is None else w[:, :1] * (1.0 - cover))  # never learn to paint one
+            regions.append(w[:, 1:] if cover is None else mask_target(w[:, 1:], cover))
         ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with ctx:
             outputs = self.forward(inputs)
         losses = {}
         total = torch.zeros((), device=self.device)
-        for name, y, tgt, w in zip(self.identities, outputs, targets, weights, strict=True):
+        for name, (y, mask), tgt, w, region in zip(self.identities, outputs, targets, weights, regions, strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
+            if mask is not None and t.mask_weight > 0:
+                loss = loss + t.mask_weight * mask_loss(mask, region)
             total = total + loss
             losses[name] = loss.detach()
         if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow

@@ -69,7 +69,7 @@ def test_mesh_weight_map_follows_each_faces_own_features(tmp_path) -> None:
 
     path = tmp_path / "dataset.parquet"
     write_portrait_dataset(path, "astronaut", S, tracks=1, per_track=3)
-    *_, weights = read_faces(path, S, 3.0)
+    _, _, _, weights, _ = read_faces(path, S, 3.0)
     assert weights is not None and weights.shape == (3, 1, S, S)
     import pyarrow.parquet as pq
 

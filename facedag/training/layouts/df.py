@@ -12,7 +12,9 @@ and d (decoder), bottleneck b:
   encoder: 4 x [conv 5x5 stride 2 + LeakyReLU]  3 -> w -> 2w -> 4w -> 8w     (S/16 px)
            flatten -> Linear(8w * (S/16)^2, b) -> Linear(b, 8d * (S/16)^2)   (the bottleneck)
            upscale (conv 3x3 -> pixel shuffle x2)  8d -> 8d                   (S/8 px)  = z
-  decoder: 3 x upscale  8d -> 4d -> 2d -> d, a residual block, conv 5x5 -> 3, sigmoid  (S px)
+  decoder: 3 x upscale  8d -> 4d -> 2d -> d, a residual block, then two heads on those d
+           channels: conv 5x5 -> 3, sigmoid (RGB, S px) and, with cfg.mask, conv 5x5 -> 1,
+           sigmoid (the mask: where the face shows, occluders left out)
 """
 
 from __future__ import annotations
@@ -48,16 +50,20 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Per identity: three upscales from S/8 to S, a residual block, and RGB in [0, 1]."""
+    """Three upscales from S/8 to S, a residual block, and (RGB, mask) in [0, 1] (mask None
+    without cfg.mask). The mask head shares the RGB head's features: what the decoder knows of
+    where the face is costs one conv more (`liae` uses this decoder too)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d = cfg.decoder_width
         self.body = nn.Sequential(Upscale(8 * d, 4 * d), Upscale(4 * d, 2 * d), Upscale(2 * d, d), Residual(d))
         self.rgb = nn.Conv2d(d, 3, 5, padding=2)
+        self.mask = nn.Conv2d(d, 1, 5, padding=2) if cfg.mask else None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.rgb(self.body(z)))
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.body(z)
+        return torch.sigmoid(self.rgb(h)), None if self.mask is None else torch.sigmoid(self.mask(h))
 
 
 class Model(FaceSwapModel):
@@ -71,13 +77,14 @@ class Model(FaceSwapModel):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor, identity: str) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.decoders[self.check_identity(identity)](z)
 
-    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+    def forward_masked(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.decode(self.encode(x), identity)
 
-    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None) -> list[torch.Tensor]:
+    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None,
+                    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:  # fmt: skip
         """`together` (default: on a GPU): every identity's batch through the shared encoder in one
         pass (one set of kernel launches at the summed batch), then each through its own decoder.
         Otherwise each identity passes on its own: one pass at the summed batch was 8-20 % slower
