@@ -335,7 +335,9 @@ class Convert(Section):
     batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
     mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
     mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
-    mask: MaskKind = Field("components", description="blend mask kind (a file of facedag/swap/masks)")  # type: ignore[valid-type]
+    mask: MaskKind = Field(
+        "mesh", description="blend mask kind (a file of facedag/swap/masks): mesh, extended, hull, or learned (the "
+        "model's mask within the mesh region: what covers the face stays in front)")  # type: ignore[valid-type]
     colour: ColourMode = Field(  # type: ignore[valid-type]
         "avg", description="colour matching to the target face, a file of facedag/swap/colour (avg: best flicker, "
         "seam and colour gap in the sweep)"
