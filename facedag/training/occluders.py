@@ -62,11 +62,12 @@ def corner_side(size: int) -> int:
     return size // 4
 
 
-def nonface_texture(face: np.ndarray) -> np.ndarray:
-    """uint8 (S, S, 3) from one aligned face's four corners (outside the face region), laid out
-    2 x 2 and scaled up: the footage's own background, hair and clothes."""
-    s = face.shape[0]
-    c = corner_side(s)
+def nonface_texture(face: np.ndarray, size: int | None = None) -> np.ndarray:
+    """uint8 (size, size, 3) (default: the face's side) from one aligned face's four corners
+    (outside the face region), laid out 2 x 2 and scaled up: the footage's own background,
+    hair and clothes."""
+    s = size or face.shape[0]
+    c = corner_side(face.shape[0])
     tiles = np.concatenate([np.concatenate([face[:c, :c], face[:c, -c:]], 1),
                             np.concatenate([face[-c:, :c], face[-c:, -c:]], 1)], 0)  # fmt: skip
     return cv2.resize(tiles, (s, s), interpolation=cv2.INTER_CUBIC)
@@ -95,7 +96,7 @@ def build_bank(faces: dict[str, torch.Tensor], size: int) -> TextureBank:
         n = len(imgs)
         for i in sorted({round(k * (n - 1) / max(FACES_PER_IDENTITY - 1, 1)) for k in range(FACES_PER_IDENTITY)}
                         if n else []):  # fmt: skip
-            images.append(nonface_texture(imgs[i].permute(1, 2, 0).cpu().numpy()))
+            images.append(nonface_texture(imgs[i].permute(1, 2, 0).cpu().numpy(), size))
             sources.append(f"nonface:{name}:{i}")
     for name in SKIMAGE_TEXTURES:
         images.append(skimage_texture(name, size))
