@@ -306,7 +306,7 @@ class Trainer:
         augments it from the same generator, and trains on its share (facedag.training.distributed)."""
         t = self.t
         self.opt.zero_grad(set_to_none=True)
-        inputs, targets, weights, regions = [], [], [], []
+        inputs, targets, weights, regions, covers = [], [], [], [], []
         rows = (self.share.start, self.batch)
         for name in self.identities:
             idx = self.samplers[name].next(self.batch)[self.share]
@@ -322,15 +322,17 @@ class Trainer:
             targets.append(tgt)
             weights.append(w[:, :1] if cover is None else w[:, :1] * (1.0 - cover))  # never learn to paint one
             regions.append(w[:, 1:] if cover is None else mask_target(w[:, 1:], cover))
+            covers.append(cover)
         ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with ctx:
             outputs = self.forward(inputs)
         losses = {}
         total = torch.zeros((), device=self.device)
-        for name, (y, mask), tgt, w, region in zip(self.identities, outputs, targets, weights, regions, strict=True):
+        for name, (y, mask), tgt, w, region, cover in zip(self.identities, outputs, targets, weights, regions, covers,
+                                                          strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
             if mask is not None and t.mask_weight > 0:
-                loss = loss + t.mask_weight * mask_loss(mask, region)
+                loss = loss + t.mask_weight * mask_loss(mask, region, cover)
             total = total + loss
             losses[name] = loss.detach()
         if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow

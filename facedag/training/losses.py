@@ -125,12 +125,22 @@ def face_region(size: int, device: str | torch.device = "cpu") -> torch.Tensor:
     return torch.from_numpy(face_mask(int(size)).astype(np.float32)).to(device)[None, None]
 
 
-def mask_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+OCCLUDER_MASK_WEIGHT = 10.0  # extra weight of occluded pixels in the mask loss (see mask_loss)
+
+
+def mask_loss(pred: torch.Tensor, target: torch.Tensor, cover: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy of the learned mask (N, 1, S, S) in [0, 1] against its target (the face
     region minus the occluders, facedag.training.occluders), over every pixel, in float32.
 
     BCE rather than L1: its gradient does not fade on pixels that are confidently wrong, which
-    is what an occluder's edge inside the face is for a mask that has learned the oval."""
+    is what an occluder's edge inside the face is for a mask that has learned the oval. The
+    occluder's pixels (`cover`) weigh 1 + OCCLUDER_MASK_WEIGHT: they are a few percent of the
+    pixels and the whole point of the mask; unweighted, 200 demo steps learned the oval and
+    not one occluder (benchmarks/bench_occluder.py)."""
     p = pred.float().clamp(1e-6, 1.0 - 1e-6)
     t = target.float()
-    return -(t * torch.log(p) + (1.0 - t) * torch.log1p(-p)).mean()
+    bce = -(t * torch.log(p) + (1.0 - t) * torch.log1p(-p))
+    if cover is None:
+        return bce.mean()
+    w = 1.0 + OCCLUDER_MASK_WEIGHT * cover.float()
+    return (bce * w).sum() / w.sum()

@@ -21,7 +21,7 @@ def test_shapes_and_range_with_three_identities() -> None:
     z = model.encode(x)
     assert z.shape == (2, 8 * CFG.decoder_width, 4, 4)
     for name in CFG.identities:
-        y, mask = model.decode(z, name)
+        y, mask = model.decode(z, name, model.skip(x))
         assert y.shape == x.shape and y.dtype == torch.float32
         assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
         assert mask.shape == (2, 1, 32, 32) and float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0

@@ -17,7 +17,8 @@ For a face of side S (a multiple of 16), widths w (encoder) and d (decoder), bot
             one shared (`inter_shared`), one per identity (`inters[I]`)
   code:     concat(inter_shared(e), inters[I](e))                                       8d at S/8
   decoder:  df's (facedag.training.layouts.df.Decoder): 3 x upscale 8d -> 4d -> 2d -> d, a
-            residual block, RGB and (cfg.mask) mask heads                               (S px)
+            residual block, RGB and (cfg.mask) mask heads, the mask's with the input's
+            full-resolution features (_blocks.MaskSkip)                                 (S px)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facedag.training.layouts._blocks import Upscale, act
+from facedag.training.layouts._blocks import MaskSkip, Upscale, act, mask_skip_width
 from facedag.training.layouts.df import Decoder
 from facedag.training.model import DOWNSAMPLES, FaceSwapModel, ModelConfig
 
@@ -71,13 +72,17 @@ class Model(FaceSwapModel):
         self.inter_shared = Inter(cfg, self.encoder.features)
         self.inters = nn.ModuleDict({name: Inter(cfg, self.encoder.features) for name in cfg.identities})
         self.decoder = Decoder(cfg)
+        self.mask_skip = MaskSkip(mask_skip_width(cfg.decoder_width)) if cfg.mask else None
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None if self.mask_skip is None else self.mask_skip(x)
 
     def code(self, e: torch.Tensor, identity: str) -> torch.Tensor:
         """The decoder's input for encodings `e` as `identity`: (N, 8d, S/8, S/8)."""
         return torch.cat([self.inter_shared(e), self.inters[self.check_identity(identity)](e)], 1)
 
     def forward_masked(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.decoder(self.code(self.encoder(x), identity))
+        return self.decoder(self.code(self.encoder(x), identity), self.skip(x))
 
     def forward_all(self, xs: list[torch.Tensor], together: bool | None = None,
                     ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:  # fmt: skip
@@ -87,9 +92,10 @@ class Model(FaceSwapModel):
         if not (xs[0].is_cuda if together is None else together):
             return super().forward_all(xs)
         sizes = [len(x) for x in xs]
-        e = self.encoder(torch.cat(xs)) if len(xs) > 1 else self.encoder(xs[0])
+        x = torch.cat(xs) if len(xs) > 1 else xs[0]
+        e = self.encoder(x)
         shared = self.inter_shared(e)
         own = torch.cat([self.inters[name](ei) for ei, name in zip(e.split(sizes), self.cfg.identities, strict=True)])
-        rgb, mask = self.decoder(torch.cat([shared, own], 1))
+        rgb, mask = self.decoder(torch.cat([shared, own], 1), self.skip(x))
         masks = [None] * len(xs) if mask is None else list(mask.split(sizes))
         return list(zip(rgb.split(sizes), masks, strict=True))
