@@ -2,7 +2,7 @@
 with the learned mask against the landmark masks.
 
 A clip is made from the demo target (Grace Hopper, facedag.sources.demo): a textured bar moves
-across the lower face, inside the region the five-point hull pastes (found by a first convert
+across the mouth and chin, over the region the five-point hull pastes (found by a first convert
 pass), in a texture that training never saw (diagonal stripes, not one of
 facedag.training.occluders' textures). A small model (demo widths, 64 px) trains on the demo
 portraits with synthetic occluders (facedag.training.occluders), then convert runs on the clip
@@ -39,10 +39,10 @@ PICTURE = REPO / "docs" / "occluder.png"
 
 
 def stripes(h: int, w: int, phase: int) -> np.ndarray:
-    """uint8 (h, w, 3): diagonal dark-blue and yellow stripes, 16 px wide (5 px of the 64 px
+    """uint8 (h, w, 3): diagonal dark-blue and yellow stripes, 20 px wide (6 px of the 64 px
     aligned face: finer ones blur into one green there), with a little noise."""
     yy, xx = np.mgrid[0:h, 0:w]
-    band = ((xx + yy + 2 * phase) // 16) % 2
+    band = ((xx + yy + 2 * phase) // 20) % 2
     out = np.where(band[..., None] == 1, np.array([230, 200, 40]), np.array([30, 40, 120])).astype(np.int16)
     out += np.random.default_rng(phase).integers(-12, 13, out.shape, dtype=np.int16)
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -71,14 +71,15 @@ def planted_clip(demo: Path, out_dir: Path, frames: int = FRAMES) -> tuple[Path,
             ys, xs = np.nonzero(inner)
             y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
             h, w = y1 - y0, x1 - x0
-            cy = y0 + 0.74 * h
-            cx = x0 + (0.38 + 0.24 * k / max(frames - 1, 1)) * w  # moves left to right
-            half_w, half_h = 0.26 * w, 0.075 * h
+            cy = y0 + 0.9 * h
+            cx = x0 + (0.4 + 0.2 * k / max(frames - 1, 1)) * w  # moves left to right
+            half_w, half_h = 0.36 * w, 0.2 * h
             yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
-            # a capsule: a rounded bar, like a microphone's handle held across the mouth
+            # a capsule over the mouth and chin, as a hand or a microphone held there
             dx = np.clip(np.abs(xx - cx) - (half_w - half_h), 0, None)
-            bar = (np.hypot(dx, yy - cy) <= half_h) & inner
-            img[bar] = stripes(*img.shape[:2], phase=k)[bar]
+            shape = np.hypot(dx, yy - cy) <= half_h
+            img[shape] = stripes(*img.shape[:2], phase=k)[shape]
+            bar = shape & inner  # measured where every mask kind would paste opaquely
         masks.append(bar)
         faces.append(inner)
     h, w = images[0].shape[:2]

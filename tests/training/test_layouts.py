@@ -54,3 +54,17 @@ def test_a_layout_change_starts_afresh(tmp_path: Path, tiny_data: Path) -> None:
     logs: list[str] = []
     r = train(with_train(load(root), layout="liae", max_steps=4), root, logs.append)
     assert r.resumed_from is None and any(line.startswith("starting fresh") for line in logs)
+
+
+def test_the_preview_shows_the_learned_mask() -> None:
+    from facedag.training.model import ModelConfig, build_model
+    from facedag.training.preview import PREVIEW_FACES, render_preview
+
+    faces = {"src": torch.rand(PREVIEW_FACES, 3, FACE, FACE), "dst": torch.rand(PREVIEW_FACES, 3, FACE, FACE)}
+    widths = {}
+    for mask in (True, False):
+        model = build_model(ModelConfig(FACE, 8, 8, 16, ("src", "dst"), mask=mask))
+        grid = render_preview(model, faces, ["src", "dst"])
+        assert grid.shape[0] == 3 * FACE + 2 * 2  # src>src, dst>dst, dst>src
+        widths[mask] = grid.shape[1]
+    assert widths[True] - widths[False] == PREVIEW_FACES * FACE  # a mask cell per face
