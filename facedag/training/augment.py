@@ -100,8 +100,8 @@ def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen:
     targets = F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)
     inputs = F.grid_sample(faces, grid + field.to(faces.dtype), mode="bilinear", padding_mode="border",
                            align_corners=False)
-    w = F.grid_sample(weights.expand(n, weights.shape[1], s, s).to(faces.dtype), grid, mode="bilinear", padding_mode="zeros",
-                      align_corners=False)
+    w = F.grid_sample(weights.expand(n, weights.shape[1], s, s).to(faces.dtype), grid, mode="bilinear",
+                      padding_mode="zeros", align_corners=False)
 
     x = torch.linspace(-1.0, 1.0, s, device=dev, dtype=faces.dtype).view(1, 1, 1, s)
     light = bright + slope * x

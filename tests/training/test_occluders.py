@@ -76,7 +76,7 @@ def test_the_share_and_size_they_claim() -> None:
     assert len(hands) > 150 and len(bars) > 150
     assert float(hands.mean()) > float(bars.mean())  # a palm and fingers cover more than a rod
     # the extent claimed: a hand's spread stays within 1.5 x the largest size of the face side
-    ys, xs = torch.nonzero(cover[u[:, 1] < 0.5][0, 0] > 0, as_tuple=True)
+    _, xs = torch.nonzero(cover[u[:, 1] < 0.5][0, 0] > 0, as_tuple=True)
     assert int(xs.max() - xs.min()) <= 1.5 * SIZE_RANGE[1] * S
     # the probability: about that share of faces gets one
     x = torch.rand(n, 3, 16, 16)
