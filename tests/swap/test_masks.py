@@ -56,3 +56,22 @@ def test_mesh_masks_reach_the_chin_where_the_hull_guesses(mesh: np.ndarray) -> N
 def test_mesh_kinds_fall_back_to_the_hull_for_five_points(mesh: np.ndarray, kind: str) -> None:
     five = five_points(mesh)
     assert np.array_equal(MASKS.get(kind)(SIZE, five, 0.02, 0.06), MASKS.get("hull")(SIZE, five, 0.02, 0.06))
+
+
+def test_learned_keeps_to_the_mesh_region_and_leaves_out_what_the_model_calls_not_face(mesh: np.ndarray) -> None:
+    oval = MASKS.get("mesh")(SIZE, mesh, 0.0, 0.0)
+    everywhere = np.ones((SIZE, SIZE), np.float32)
+    # a model that calls everything face: the mesh region exactly, nothing beyond it
+    assert np.array_equal(MASKS.get("learned")(SIZE, mesh, 0.0, 0.0, predicted=everywhere), oval)
+    # a hand over the lower face: left out, and the feather moves inward from its edge too
+    hand = everywhere.copy()
+    hand[90:, :] = 0.2
+    m = MASKS.get("learned")(SIZE, mesh, 0.02, 0.06, predicted=hand)
+    soft = MASKS.get("mesh")(SIZE, mesh, 0.02, 0.06)
+    assert not m[90:].any() and soft[90:].any()
+    assert np.array_equal(m[:70], soft[:70])  # away from the hand: the mesh mask
+    assert m[80:90].max() < soft[80:90].max()  # eroded and feathered back from the hand's edge
+    with pytest.raises(ValueError, match="needs the model's mask"):
+        MASKS.get("learned")(SIZE, mesh, 0.02, 0.06)
+    with pytest.raises(ValueError, match="expected"):
+        MASKS.get("learned")(SIZE, mesh, 0.02, 0.06, predicted=everywhere[:10])
