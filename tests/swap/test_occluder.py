@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.bench_occluder import FRAMES, kept_share, planted_clip, train_model
 
-STEPS = 600  # about 4 minutes on a loaded 2-core CPU
+STEPS = 400  # about 2 minutes of training on a loaded 2-core CPU
 
 
 @pytest.fixture(scope="module")
