@@ -3,7 +3,10 @@
 One step trains every identity: a batch of its faces (sampled without replacement, epoch by
 epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
 the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
-(facedag.training.losses); the identities' losses are summed and AdamW takes one step. Under CUDA the
+(facedag.training.losses) and the learned mask's loss; `train.occluder_prob` of the faces get a
+synthetic occluder over input and target (facedag.training.occluders, drawn from the
+augmentation generator), which the RGB loss leaves out and the mask learns to leave out; the
+identities' losses are summed and AdamW takes one step. Under CUDA the
 forward runs in bf16 autocast where the GPU does bf16 natively (no grad scaler needed), else in
 fp16 autocast with a GradScaler (its state in the checkpoint); the loss in fp32; on the CPU
 everything is fp32 (facedag.device.pick_precision).
@@ -331,7 +334,7 @@ class Trainer:
         for name, (y, mask), tgt, w, region, cover in zip(self.identities, outputs, targets, weights, regions, covers,
                                                           strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
-            if mask is not None and t.mask_weight > 0:
+            if mask is not None:  # also at mask_weight 0: DDP wants a gradient for every parameter
                 loss = loss + t.mask_weight * mask_loss(mask, region, cover)
             total = total + loss
             losses[name] = loss.detach()
