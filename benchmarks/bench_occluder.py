@@ -137,22 +137,20 @@ def kept_share(clip: Path, bars: list[np.ndarray], faces: list[np.ndarray], mode
     return kept / max(total, 1), changed / max(face_total, 1), stats.frames_swapped, dst
 
 
-def picture(target: np.ndarray, hull: np.ndarray, learned: np.ndarray, bar: np.ndarray, path: Path) -> None:
-    """A small PNG: the face region of the target frame, the hull's convert and the learned one, side by side."""
-    ys, xs = np.nonzero(bar)
+def picture(target: np.ndarray, hull: np.ndarray, learned: np.ndarray, face: np.ndarray, path: Path) -> None:
+    """A small PNG: the face of the target frame, the hull's convert and the learned one, side by side."""
+    ys, xs = np.nonzero(face)
     cy, cx = int(ys.mean()), int(xs.mean())
-    half = int(1.6 * (xs.max() - xs.min()) / 2) + 8
-    y0, x0 = max(cy - int(1.3 * half), 0), max(cx - half, 0)
-    crops = [img[y0 : y0 + 2 * half, x0 : x0 + 2 * half] for img in (target, hull, learned)]
+    half = int(0.8 * max(ys.max() - ys.min(), xs.max() - xs.min()))
+    y0, x0 = max(cy - half, 0), max(cx - half, 0)
     side = 200
     tiles = []
-    for crop, label in zip(crops, ("target", "mask hull", "mask learned"), strict=True):
-        tile = cv2.resize(crop, (side, round(side * crop.shape[0] / crop.shape[1])), interpolation=cv2.INTER_AREA)
+    for img, label in zip((target, hull, learned), ("target", "mask hull", "mask learned"), strict=True):
+        tile = cv2.resize(img[y0 : y0 + 2 * half, x0 : x0 + 2 * half], (side, side), interpolation=cv2.INTER_AREA)
         cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2)
         tiles.append(tile)
-    grid = np.concatenate(tiles, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def run() -> dict[str, dict]:
@@ -170,7 +168,7 @@ def run() -> dict[str, dict]:
                    for kind in ("learned", "mesh", "hull")}
         k = max(range(len(bars)), key=lambda i: int(bars[i].sum()))
         target = [f.image for f in iter_frames(clip)][k]
-        picture(target, results["hull"][3][k], results["learned"][3][k], bars[k], PICTURE)
+        picture(target, results["hull"][3][k], results["learned"][3][k], faces[k], PICTURE)
     share = {kind: 100.0 * r[0] for kind, r in results.items()}
     changed = {kind: 100.0 * r[1] for kind, r in results.items()}
     print(f"kept: learned {share['learned']:.1f} %, mesh {share['mesh']:.1f} %, hull {share['hull']:.1f} % "
