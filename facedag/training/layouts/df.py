@@ -14,7 +14,7 @@ and d (decoder), bottleneck b:
            upscale (conv 3x3 -> pixel shuffle x2)  8d -> 8d                   (S/8 px)  = z
   decoder: 3 x upscale  8d -> 4d -> 2d -> d, a residual block, then two heads: conv 5x5 -> 3,
            sigmoid (RGB, S px) and, with cfg.mask, conv 5x5 -> 1, sigmoid on those d channels
-           and m = max(8, d/2) channels of the input seen by 3 full-resolution 3x3 convs
+           and 8 channels of the input seen by 3 full-resolution 3x3 convs
            (_blocks.MaskSkip, shared): the mask, where the face shows, occluders left out
 """
 
