@@ -91,9 +91,9 @@ def planted_clip(demo: Path, out_dir: Path, frames: int = FRAMES) -> tuple[Path,
     return clip, masks, faces
 
 
-def train_model(root: Path, steps: int = STEPS, log: Any = None) -> Path:
-    """models/ of a demo-width 64 px model trained `steps` steps on the demo portraits, with
-    synthetic occluders on half the faces (params.yaml's train section otherwise)."""
+def train_model(root: Path, steps: int = STEPS, log: Any = None, layout: str = "df") -> Path:
+    """models/ of a demo-width 64 px model of `layout` trained `steps` steps on the demo
+    portraits, with synthetic occluders on half the faces (params.yaml's train section otherwise)."""
     from facedag.params import Params
     from facedag.training.dataset import dataset_path, holdout_path
     from facedag.training.loop import train
@@ -105,7 +105,8 @@ def train_model(root: Path, steps: int = STEPS, log: Any = None) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["base"] = {**raw["base"], "face_size": FACE}
     raw["train"] = {**raw["train"], "max_steps": steps, "max_minutes": 60, "eval_every": steps,
-                    "checkpoint_every": steps, "preview_every": steps, "occluder_prob": 0.5, "deterministic": True}
+                    "checkpoint_every": steps, "preview_every": steps, "occluder_prob": 0.5, "deterministic": True,
+                    "layout": layout}
     train(Params.model_validate(raw), root, log or (lambda _: None))
     return root / "models"
 
