@@ -68,3 +68,19 @@ def test_the_preview_shows_the_learned_mask() -> None:
         assert grid.shape[0] == 3 * FACE + 2 * 2  # src>src, dst>dst, dst>src
         widths[mask] = grid.shape[1]
     assert widths[True] - widths[False] == PREVIEW_FACES * FACE  # a mask cell per face
+
+
+@pytest.mark.parametrize("layout", ["df", "liae"])
+@pytest.mark.parametrize("preset", ["demo", "small", "128", "256"])
+def test_every_preset_builds_with_every_layout(preset: str, layout: str) -> None:
+    """Shapes only, on torch's meta device (no memory, no arithmetic): the 256 preset's liae has 320 M parameters."""
+    from facedag.training.model import ModelConfig, build_model
+    from facedag.training.sizes import PRESETS
+
+    p = PRESETS[preset]
+    cfg = ModelConfig(p.face_size, p.encoder_width, p.decoder_width, p.bottleneck, ("src", "dst"), layout)
+    with torch.device("meta"):
+        model = build_model(cfg)
+        outs = model.forward_all([torch.empty(2, 3, p.face_size, p.face_size)] * 2, together=True)
+    for rgb, mask in outs:
+        assert rgb.shape == (2, 3, p.face_size, p.face_size) and mask.shape == (2, 1, p.face_size, p.face_size)
