@@ -5,7 +5,8 @@ work in the same run, and (on a GPU) the model FLOP utilisation.
   CPU-drawn augmentation, every identity through the encoder in one pass, masked SSIM + L1 loss,
   AdamW, the weight average) plus the loop's per-step checks (stop reason, the three cadences).
 - baseline ("plain loop"): the same model, batch, augmentation, loss and AdamW written as the
-  shortest loop that does that work (random indices, one forward per identity, no weight
+  shortest loop that does that work (random indices, the synthetic occluders and the learned
+  mask's loss, one forward per identity, no weight
   average, no checks). `overhead` = ours / plain - 1 in step time, the median over rounds of the
   per-round ratio: what facedag's machinery costs per step (the goal on the CPU: <= 10 %).
 - network_only_egs_per_s: the same model and AdamW with no augmentation and an MSE loss, for the
@@ -36,8 +37,9 @@ from facedag.params import Params
 from facedag.training.augment import AugmentConfig, augment
 from facedag.training.dataset import dataset_path, holdout_path
 from facedag.training.loop import Cadence, Trainer
-from facedag.training.losses import masked_loss, weight_map
+from facedag.training.losses import face_region, mask_loss, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model
+from facedag.training.occluders import paste
 from facedag.training.portrait_set import write_portrait_dataset
 from facedag.training.stopping import StopSignal
 
@@ -94,6 +96,7 @@ def plain_step(run: Trainer, augmented: bool = True) -> Callable[[], None]:
                             fused=device.type == "cuda" or None)
     gen = torch.Generator().manual_seed(0)
     wmap, aug, dtype = weight_map(cfg.face_size, 3.0, device), AugmentConfig(), run.amp_dtype
+    region = face_region(cfg.face_size, device)
     sizes = {n: len(run.sets[n].train_idx) for n in IDS}
 
     def step() -> None:
@@ -102,9 +105,18 @@ def plain_step(run: Trainer, augmented: bool = True) -> Callable[[], None]:
         for name in IDS:
             x = run.sets[name].batch(torch.randint(sizes[name], (batch,), generator=gen))
             inp, tgt, w = augment(x, wmap, aug, gen) if augmented else (x, x, None)
+            cover = None
+            if augmented and run.bank is not None:  # the loop's synthetic occluders, as it pastes them
+                inp, tgt, cover = paste(inp, tgt, run.bank, run.t.occluder_prob, gen)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                y = model(inp.contiguous(memory_format=torch.channels_last), name)
-            total = total + (masked_loss(y, tgt, w)[0] if augmented else F.mse_loss(y.float(), tgt))
+                y, m = model.forward_masked(inp.contiguous(memory_format=torch.channels_last), name)
+            if not augmented:
+                total = total + F.mse_loss(y.float(), tgt)
+                continue
+            keep = 1.0 if cover is None else 1.0 - cover
+            total = total + masked_loss(y, tgt, w * keep)[0]
+            if m is not None:  # the learned mask's loss, against the template's face region
+                total = total + run.t.mask_weight * mask_loss(m, region * keep, cover)
         total.backward()
         opt.step()
 

@@ -21,7 +21,7 @@ from facedag.records import atomic_write_json
 
 BENCHES = ["benchmarks.bench_extract", "benchmarks.bench_dedupe", "benchmarks.bench_train", "benchmarks.bench_convert",
            "benchmarks.bench_watermark", "benchmarks.bench_trim", "benchmarks.bench_identity",
-           "benchmarks.bench_gan"]
+           "benchmarks.bench_gan", "benchmarks.bench_occluder"]
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

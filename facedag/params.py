@@ -301,6 +301,14 @@ class Train(Section):
     flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     colour_shift: float = Field(0.05, ge=0, le=0.5, description="max per-channel gain change (+-)")
     light_shift: float = Field(0.08, ge=0, le=0.5, description="max brightness offset and left/right light gradient")
+    occluder_prob: float = Field(
+        0.5, ge=0, le=1, description="share of training faces given a synthetic occluder (a hand or a bar, "
+        "facedag.training.occluders), which the learned mask learns to leave out; 0 = none"
+    )
+    mask_weight: float = Field(
+        1.0, ge=0, description="weight of the learned mask's loss (BCE against the face region minus occluders); "
+        "0 = the mask head is not trained"
+    )
     gan_weight: float = Field(
         0.0, ge=0, description="weight of the adversarial (PatchGAN, least-squares) term per identity; 0 = off "
         "(nothing built) (facedag.training.adversarial)"
@@ -340,7 +348,9 @@ class Convert(Section):
     batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
     mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
     mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
-    mask: MaskKind = Field("components", description="blend mask kind (a file of facedag/swap/masks)")  # type: ignore[valid-type]
+    mask: MaskKind = Field(
+        "mesh", description="blend mask kind (a file of facedag/swap/masks): mesh, extended, hull, or learned (the "
+        "model's mask within the mesh region: what covers the face stays in front)")  # type: ignore[valid-type]
     colour: ColourMode = Field(  # type: ignore[valid-type]
         "avg", description="colour matching to the target face, a file of facedag/swap/colour (avg: best flicker, "
         "seam and colour gap in the sweep)"

@@ -137,13 +137,17 @@ def run(params: Params) -> None:
         raise StageFailed(str(exc.args[0])) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise StageFailed(f"cannot load the model from {MODELS}: {exc}"[:300]) from None
+    if cv.mask == "learned" and not swapper.has_mask:
+        raise StageFailed(f"convert.mask learned: the model in {MODELS} has no learned mask (it was trained "
+                          "before the mask head); retrain it, or set convert.mask to mesh, extended or hull")
     chunk = chunk_frames()
     out = fresh_dir(OUT)
     person = target_person(params, out)
     resume = ResumeDir.open(STAGE, resume_key(params, device, chunk))
     try:
         with atomic_path(out / "frames.mkv") as video, atomic_path(out / "frames.parquet") as table:
-            stats = convert_video(params.target.uri, video, swapper, swapper.face_size, cv, table=table,
+            swap = swapper.swap if cv.mask == "learned" else swapper  # the model's masks only when used
+            stats = convert_video(params.target.uri, video, swap, swapper.face_size, cv, table=table,
                                   resume=resume, chunk_frames=chunk, landmarker=params.align.landmarker,
                                   person=person)  # fmt: skip
             if stats.frames_swapped == 0:

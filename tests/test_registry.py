@@ -17,8 +17,8 @@ from facedag.training.layouts import LAYOUTS
 
 def test_the_folders_and_their_plugins() -> None:
     assert set(COLOUR.names()) == {"avg", "rct", "hist", "none"}  # _lab.py is a helper, not a mode
-    assert MASKS.names() == ("components", "extended", "hull")
-    assert LAYOUTS.names() == ("df",)
+    assert MASKS.names() == ("extended", "hull", "learned", "mesh")
+    assert LAYOUTS.names() == ("df", "liae")
     assert plugin_names("facedag.faces.landmarkers") == ("mediapipe", "retinaface")
     assert callable(COLOUR.get("avg")) and callable(MASKS.get("hull"))
 

@@ -35,13 +35,14 @@ from facedag.swap.masks import MASKS
 
 
 def face_mask(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06,
-              kind: str = "hull") -> np.ndarray:
+              kind: str = "hull", predicted: np.ndarray | None = None) -> np.ndarray:
     """The blend mask of one aligned face: float32 (size, size) in [0, 1], 0 outside its region.
 
     `landmarks` are the face's points in aligned px; `erode` and `feather` are fractions of
-    `size`; `kind` names the mask plugin (facedag.swap.masks).
+    `size`; `kind` names the mask plugin (facedag.swap.masks); `predicted` is the model's mask of
+    the face, float32 (size, size), which the `learned` kind needs and the others ignore.
     """
-    return MASKS.get(kind)(size, landmarks, erode, feather)
+    return MASKS.get(kind)(size, landmarks, erode, feather, predicted=predicted)
 
 
 # -- colour matching ---------------------------------------------------------------------------

@@ -9,8 +9,10 @@
          template points the landmarks' similarity places in the frame)
       -> align (facedag.faces.align.aligned_matrix on the smoothed points, align_face)
       -> swap, in batches of `convert.batch` aligned faces (any `swap(faces) -> faces`
-         callable; the stage passes facedag.training.model.Swapper)
-      -> mask (`convert.mask`, from the face's own mesh in aligned px), colour match and paste
+         callable, or `swap(faces) -> (faces, masks)` for the `learned` mask; the stage passes
+         facedag.training.model.Swapper, or its `swap` method)
+      -> mask (`convert.mask`, from the face's own mesh in aligned px, and for `learned` the
+         model's mask within it), colour match and paste
          back with the inverse matrix (facedag.swap.blend)
       -> ffmpeg rawvideo pipe -> lossless intermediate (FFV1 in .mkv, RGB planes, so the
          frames are bit-exact where nothing was swapped)
@@ -91,7 +93,8 @@ from facedag.swap.frames import CONVERT_SCHEMA, encode_mask
 from facedag.swap.target_identity import TargetPerson, follower_policy, person_for
 from facedag.tables import TableWriter
 
-Swap = Callable[[np.ndarray], np.ndarray]
+# faces -> swapped faces, or (swapped faces, the model's float32 (N, S, S) masks) for convert.mask `learned`
+Swap = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 # frames per resumable chunk: what a kill can cost (about 10 s of video at 25 fps), against a
 # segment, a table part and a small record per chunk
@@ -261,11 +264,15 @@ class _Converter:
     def flush(self) -> None:
         jobs = [job for _, js in self.pending for job in js]
         swapped: np.ndarray | None = None
+        predicted: np.ndarray | None = None
         if jobs:
             faces = np.stack([job.aligned for job in jobs])
             t = time.perf_counter()
-            swapped = np.asarray(self.swap(faces))
+            out = self.swap(faces)
+            swapped, predicted = (np.asarray(out[0]), out[1]) if isinstance(out, tuple) else (np.asarray(out), None)
             self.stats.swap_seconds += time.perf_counter() - t
+            if self.cfg.mask == "learned" and predicted is None:
+                raise ValueError("convert.mask learned needs a swap that returns (faces, masks): Swapper.swap")
             if swapped.shape != faces.shape or swapped.dtype != np.uint8:
                 raise ValueError(f"swap returned {swapped.shape} {swapped.dtype}, expected {faces.shape} uint8")
         k = 0
@@ -277,8 +284,9 @@ class _Converter:
             for job in frame_jobs:
                 assert swapped is not None
                 face = swapped[k]
+                mask = face_mask(self.size, job.landmarks, self.cfg.mask_erode, self.cfg.mask_feather, self.cfg.mask,
+                                 predicted=None if predicted is None else predicted[k])
                 k += 1
-                mask = face_mask(self.size, job.landmarks, self.cfg.mask_erode, self.cfg.mask_feather, self.cfg.mask)
                 face = match_colour(face, job.aligned, mask, self.cfg.colour)
                 pasted = paste(image, face, mask, job.matrix)
                 if pasted is None or pasted[0] == 0:

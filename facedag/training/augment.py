@@ -50,8 +50,8 @@ def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen:
             rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, targets, per-sample weights) from faces (N, 3, S, S) float in [0, 1].
 
-    `weights` is the loss map, (1, 1, S, S) on the template or (N, 1, S, S) per face; it is moved
-    with the target face.
+    `weights` is the loss map, (1, C, S, S) on the template or (N, C, S, S) per face (C maps: the
+    loop adds the face region for the learned mask); it is moved with the target face.
     Every random number comes from `gen`, a CPU generator whatever `faces.device` is; the draws
     happen in a fixed order and count, whatever the values, so the generator's state advances
     identically.
@@ -100,8 +100,8 @@ def augment(faces: torch.Tensor, weights: torch.Tensor, cfg: AugmentConfig, gen:
     targets = F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)
     inputs = F.grid_sample(faces, grid + field.to(faces.dtype), mode="bilinear", padding_mode="border",
                            align_corners=False)
-    w = F.grid_sample(weights.expand(n, 1, s, s).to(faces.dtype), grid, mode="bilinear", padding_mode="zeros",
-                      align_corners=False)
+    w = F.grid_sample(weights.expand(n, weights.shape[1], s, s).to(faces.dtype), grid, mode="bilinear",
+                      padding_mode="zeros", align_corners=False)
 
     x = torch.linspace(-1.0, 1.0, s, device=dev, dtype=faces.dtype).view(1, 1, 1, s)
     light = bright + slope * x

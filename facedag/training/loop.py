@@ -3,9 +3,12 @@
 One step trains every identity: a batch of its faces (sampled without replacement, epoch by
 epoch, from its own generator), augmented (facedag.training.augment, from a second generator), through
 the shared encoder and the identity's decoder, scored by the masked SSIM + L1 loss
-(facedag.training.losses); the identities' losses are summed and AdamW takes one step. Optional:
-an adversarial term per identity with its discriminators' own step (`train.gan_weight`,
-facedag.training.adversarial), and batches drawn evenly across yaw bins (`train.uniform_yaw`,
+(facedag.training.losses) and the learned mask's loss; `train.occluder_prob` of the faces get a
+synthetic occluder over input and target (facedag.training.occluders, drawn from the
+augmentation generator), which the RGB loss leaves out and the mask learns to leave out; the
+identities' losses are summed and AdamW takes one step. Optional: an adversarial term per
+identity with its discriminators' own step (`train.gan_weight`, facedag.training.adversarial),
+and batches drawn evenly across yaw bins (`train.uniform_yaw`,
 facedag.training.sampler.YawBinSampler). Under CUDA the
 forward runs in bf16 autocast where the GPU does bf16 natively (no grad scaler needed), else in
 fp16 autocast with a GradScaler (its state in the checkpoint); the loss in fp32; on the CPU
@@ -96,8 +99,9 @@ from facedag.training.checkpoint import (
 from facedag.training.dataset import dataset_hash, load_dataset
 from facedag.training.distributed import join, weights_digest
 from facedag.training.live import log_metrics, open_live
-from facedag.training.losses import face_region, masked_loss, weight_map
+from facedag.training.losses import face_region, mask_loss, masked_loss, weight_map
 from facedag.training.model import ModelConfig, build_model, save_model
+from facedag.training.occluders import build_bank, mask_target, paste
 from facedag.training.presets import auto_batch, trial_step
 from facedag.training.preview import PREVIEW_FACES, render_preview, write_preview
 from facedag.training.sampler import YawBinSampler, make_sampler, restore_sampler
@@ -125,7 +129,7 @@ class AllIdentities(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         return self.model.forward_all(xs)
 
 
@@ -163,7 +167,7 @@ def seed_all(seed: int) -> None:
 def model_config(params: Params) -> ModelConfig:
     size = resolve(params.train)
     return ModelConfig(params.base.face_size, size.encoder_width, size.decoder_width, size.bottleneck,
-                       tuple(params.identities), params.train.layout)
+                       tuple(params.identities), params.train.layout, mask=True)
 
 
 class Trainer:
@@ -215,6 +219,9 @@ class Trainer:
         self.aug_cfg = AugmentConfig.from_train(t)
         self.wmap = weight_map(cfg.face_size, t.eyes_mouth_weight, device)
         self.region = face_region(cfg.face_size, device)
+        # occluder textures: the training faces' corners and scikit-image's pictures (facedag.training.occluders)
+        self.bank = build_bank({n: fs.images.index_select(0, fs.train_idx.to(fs.images.device)) for n, fs in
+                                sets.items()}, cfg.face_size).to(device) if t.occluder_prob > 0 else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         # train.gan_weight > 0: a discriminator per identity (facedag.training.adversarial); else None
         self.gan = build_adversary(t, identities, cfg.decoder_width, cfg.face_size, seed, device, self.amp_dtype)
@@ -320,22 +327,33 @@ class Trainer:
         augments it from the same generator, and trains on its share (facedag.training.distributed)."""
         t = self.t
         self.opt.zero_grad(set_to_none=True)
-        inputs, targets, weights = [], [], []
+        inputs, targets, weights, regions, covers = [], [], [], [], []
+        rows = (self.share.start, self.batch)
         for name in self.identities:
             idx = self.samplers[name].next(self.batch)[self.share]
             faces = self.sets[name]
-            inp, tgt, w = augment(faces.batch(idx), faces.batch_weights(idx, self.wmap), self.aug_cfg, self.aug_gen,
-                                  rows=(self.share.start, self.batch))
+            n, s = len(idx), self.cfg.face_size
+            maps = torch.cat([faces.batch_weights(idx, self.wmap).expand(n, 1, s, s),
+                              faces.batch_regions(idx, self.region).expand(n, 1, s, s)], 1)  # warped alike
+            inp, tgt, w = augment(faces.batch(idx), maps, self.aug_cfg, self.aug_gen, rows=rows)
+            cover = None
+            if self.bank is not None:  # occluders over input and target alike, after the shared affine
+                inp, tgt, cover = paste(inp, tgt, self.bank, t.occluder_prob, self.aug_gen, rows=rows)
             inputs.append(inp.contiguous(memory_format=torch.channels_last))
             targets.append(tgt)
-            weights.append(w)
+            weights.append(w[:, :1] if cover is None else w[:, :1] * (1.0 - cover))  # never learn to paint one
+            regions.append(w[:, 1:] if cover is None else mask_target(w[:, 1:], cover))
+            covers.append(cover)
         ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with ctx:
             outputs = self.forward(inputs)
         losses = {}
         total = torch.zeros((), device=self.device)
-        for name, y, tgt, w in zip(self.identities, outputs, targets, weights, strict=True):
+        for name, (y, mask), tgt, w, region, cover in zip(self.identities, outputs, targets, weights, regions, covers,
+                                                          strict=True):
             loss, _ = masked_loss(y, tgt, w, t.ssim_weight, t.l1_weight)
+            if mask is not None:  # also at mask_weight 0: DDP wants a gradient for every parameter
+                loss = loss + t.mask_weight * mask_loss(mask, region, cover)
             total = total + loss
             losses[name] = loss.detach()
             if self.gan is not None:  # gan_weight x the adversarial term (0 before gan_start); not in the logged loss
@@ -347,8 +365,9 @@ class Trainer:
         else:
             total.backward()
             self.opt.step()
-        if self.gan is not None:  # the discriminators' step on this step's targets and detached outputs
-            losses.update(self.gan.step(outputs, targets, weights, self.step_no))
+        if self.gan is not None:  # the discriminators' step on this step's targets and detached outputs (RGB),
+            # on the face less any occluder (the weights leave it out), as the generator term sees them
+            losses.update(self.gan.step([y for y, _ in outputs], targets, weights, self.step_no))
         self.step_no += 1
         self.average.update(self.model, self.step_no)
         return losses

@@ -1,9 +1,12 @@
 """The face-swap model: its config, the layout that builds it, and its files on disk.
 
-A model maps an aligned face to the face an identity's decoder makes of it; the layout
-(`train.layout`, one file each in facedag.training.layouts) decides how: DeepFaceLab's `df`
-shares an encoder and gives each identity a decoder. Swapping is then: encode a `dst` face,
-decode it as `src`.
+A model maps an aligned face to the face an identity's decoder makes of it, and (with the mask
+head, `ModelConfig.mask`) to a 1-channel mask of where that face is: the face region, minus
+whatever covers it (a hand, a microphone: the training pastes synthetic occluders,
+facedag.training.occluders, and the mask learns to leave them out). The layout (`train.layout`,
+one file each in facedag.training.layouts) decides how: DeepFaceLab's `df` shares an encoder
+and gives each identity a decoder; `liae` shares the encoder and one decoder, and gives each
+identity its own intermediate. Swapping is then: encode a `dst` face, decode it as `src`.
 
 Weights go to disk as safetensors with a JSON record beside them (no pickles): `save_model`,
 `load_model`, and `Swapper` (what convert uses). The record holds the config, layout included,
@@ -28,7 +31,7 @@ from facedag.records import atomic_path, atomic_write_json
 from facedag.training.layouts import LAYOUTS
 
 DOWNSAMPLES = 4  # the encoders halve the face 4 times, so face_size must be a multiple of 16
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the mask head (records of format 1 load as mask-less models)
 DEFAULT_LAYOUT = "df"  # records written before layouts were a choice are df
 
 
@@ -42,6 +45,7 @@ class ModelConfig:
     bottleneck: int
     identities: tuple[str, ...]  # decoder order
     layout: str = DEFAULT_LAYOUT
+    mask: bool = True  # the decoder also outputs a mask; records without the key predate it: False
 
     def __post_init__(self) -> None:
         if self.face_size < 32 or self.face_size % (1 << DOWNSAMPLES):
@@ -66,12 +70,18 @@ class ModelConfig:
             bottleneck=int(d["bottleneck"]),
             identities=tuple(d["identities"]),
             layout=str(d.get("layout", DEFAULT_LAYOUT)),
+            mask=bool(d.get("mask", False)),
         )
+
+
+class NoMaskHead(ValueError):
+    """The model predates the mask head (format 1): it has no learned mask to give."""
 
 
 class FaceSwapModel(nn.Module):
     """What every layout is: `model(x, identity)`, x float32 (N, 3, S, S) RGB in [0, 1], gives
-    the face `identity`'s decoder makes of x, same shape. Layouts subclass it."""
+    the face `identity`'s decoder makes of x, same shape; `forward_masked` gives it with the
+    mask, (N, 1, S, S) in [0, 1]. Layouts subclass it and implement `forward_masked`."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -82,15 +92,22 @@ class FaceSwapModel(nn.Module):
             raise KeyError(f"no decoder for identity {identity!r} (have: {', '.join(self.cfg.identities)})")
         return identity
 
-    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+    def forward_masked(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(RGB (N, 3, S, S), mask (N, 1, S, S)) in [0, 1]; the mask is None for a mask-less
+        model (cfg.mask False: a record written before the mask head)."""
         raise NotImplementedError
 
-    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None) -> list[torch.Tensor]:
-        """Each identity's batch (in cfg.identities order) through its own decoder: what one
-        training step computes, as one call (one DistributedDataParallel forward). Layouts whose
-        identities share an encoder override it to encode every batch in one pass when
-        `together` (default: on a GPU); here it changes nothing."""
-        return [self(x, name) for x, name in zip(xs, self.cfg.identities, strict=True)]
+    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+        return self.forward_masked(x, identity)[0]
+
+    def forward_all(self, xs: list[torch.Tensor], together: bool | None = None,
+                    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:  # fmt: skip
+        """Each identity's batch (in cfg.identities order) through the model as that identity,
+        (rgb, mask) per identity: what one training step computes, as one call (one
+        DistributedDataParallel forward). Layouts whose identities share an encoder override
+        it to encode every batch in one pass when `together` (default: on a GPU); here it
+        changes nothing."""
+        return [self.forward_masked(x, name) for x, name in zip(xs, self.cfg.identities, strict=True)]
 
 
 def build_model(cfg: ModelConfig) -> FaceSwapModel:
@@ -143,7 +160,9 @@ def load_model(models_dir: str | os.PathLike[str] = "models", device: str | torc
 class Swapper:
     """Encode faces with the shared encoder, decode with `to_identity`'s decoder, in batches.
 
-    faces: uint8 (N, S, S, 3) RGB aligned at the model's face size -> uint8 (N, S, S, 3).
+    `swapper(faces)`: uint8 (N, S, S, 3) RGB aligned at the model's face size -> uint8 (N, S, S, 3);
+    `swapper.swap(faces)`: (those faces, float32 (N, S, S) masks in [0, 1]), the model's learned
+    mask (convert.mask `learned`); NoMaskHead for a model trained before the mask head.
     """
 
     def __init__(self, models_dir: str | os.PathLike[str], to_identity: str, device: str | torch.device = "cpu",
@@ -159,15 +178,34 @@ class Swapper:
     def face_size(self) -> int:
         return self.cfg.face_size
 
+    @property
+    def has_mask(self) -> bool:
+        return self.cfg.mask
+
     def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self._run(faces, with_mask=False)[0]
+
+    def swap(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 (N, S, S, 3) swapped faces, float32 (N, S, S) learned masks in [0, 1])."""
+        if not self.cfg.mask:
+            raise NoMaskHead("the model has no learned mask (it was trained before the mask head): "
+                             "retrain it, or set convert.mask to mesh, extended or hull")
+        out, masks = self._run(faces, with_mask=True)
+        assert masks is not None
+        return out, masks
+
+    def _run(self, faces: np.ndarray, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
         faces = np.asarray(faces)
         s = self.cfg.face_size
         if faces.ndim != 4 or faces.shape[1:] != (s, s, 3) or faces.dtype != np.uint8:
             raise ValueError(f"expected uint8 (N, {s}, {s}, 3) faces, got {faces.dtype} {faces.shape}")
         out = np.empty_like(faces)
+        masks = np.empty(faces.shape[:3], np.float32) if with_mask else None
         with torch.no_grad():
             for i in range(0, len(faces), self.batch):
                 x = torch.from_numpy(faces[i : i + self.batch]).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-                y = self.model(x, self.to_identity)
+                y, m = self.model.forward_masked(x, self.to_identity)
                 out[i : i + self.batch] = (y * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-        return out
+                if masks is not None and m is not None:
+                    masks[i : i + self.batch] = m[:, 0].float().cpu().numpy()
+        return out, masks

@@ -86,7 +86,7 @@ def trial_step(model: torch.nn.Module, cfg: ModelConfig, device: torch.device, d
             xs = [torch.rand(batch, 3, cfg.face_size, cfg.face_size, device=device) for _ in cfg.identities]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 ys = probe.forward_all(xs)
-            sum(y.float().mean() for y in ys).backward()
+            sum(y.float().mean() + (0 if m is None else m.float().mean()) for y, m in ys).backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             return True

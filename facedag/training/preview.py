@@ -22,15 +22,17 @@ def preview_rows(identities: list[str]) -> list[tuple[str, str]]:
 
 
 def render_preview(model: FaceSwapModel, faces: dict[str, torch.Tensor], identities: list[str]) -> np.ndarray:
-    """RGB uint8 grid: one row per (from, to), columns (input, output) pairs, a label strip on the left."""
+    """RGB uint8 grid: one row per (from, to), columns (input, output, learned mask) triplets (pairs
+    for a mask-less model), a label strip on the left."""
     s = model.cfg.face_size
     gap = 2
     rows = []
     with torch.no_grad():
         for src, dst in preview_rows(identities):
             x = faces[src]
-            y = model(x, dst).float()
-            cells = [torch.cat([a, b], dim=2) for a, b in zip(x, y, strict=True)]  # (3, S, 2S) pairs
+            y, mask = model.forward_masked(x, dst)
+            shown = [x, y.float()] + ([] if mask is None else [mask.float().expand(-1, 3, -1, -1)])
+            cells = [torch.cat(list(parts), dim=2) for parts in zip(*shown, strict=True)]  # (3, S, 3S) triplets
             row = (torch.cat(cells, dim=2).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
             label = np.full((s, max(s, 64), 3), 32, np.uint8)
             scale = max(0.3, s / 128 * 0.5)

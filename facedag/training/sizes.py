@@ -21,9 +21,9 @@ class Preset:
 # README (59.9 M parameters, 37.1 GFLOP per face per step), `256` the same widths at 256 px.
 PRESETS: dict[str, Preset] = {
     "demo": Preset(16, 16, 128, 64, 8, 1.1),
-    "small": Preset(32, 32, 256, 128, 16, 1.8),
-    "128": Preset(64, 64, 512, 128, 32, 3.5),
-    "256": Preset(64, 64, 512, 256, 16, 7.2),
+    "small": Preset(32, 32, 256, 128, 16, 1.9),
+    "128": Preset(64, 64, 512, 128, 32, 3.7),
+    "256": Preset(64, 64, 512, 256, 16, 7.7),
 }
 
 

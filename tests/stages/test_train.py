@@ -19,8 +19,9 @@ from safetensors.torch import load_file
 from tests.training.test_loop import tiny_data, tiny_project  # noqa: F401  (tiny_data is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
+# occluders on (facedag.training.occluders): their draws must replay after the kill too
 DET = {"deterministic": True, "max_steps": 14, "checkpoint_every": 2, "eval_every": 7, "preview_every": 100,
-       "keep_checkpoints": 3}
+       "keep_checkpoints": 3, "occluder_prob": 0.5}
 
 
 def start(root: Path) -> subprocess.Popen:

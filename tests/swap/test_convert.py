@@ -115,7 +115,7 @@ def test_mesh_landmarker_aligns_and_masks_every_face_by_its_mesh(target, tmp_pat
     mask follows the oval (larger than the five-point hull), and pixels
     outside it stay bit-exact."""
     areas = {}
-    for kind, landmarker in (("hull", "retinaface"), ("components", "mediapipe")):
+    for kind, landmarker in (("hull", "retinaface"), ("mesh", "mediapipe")):
         results = []
         stats = convert_video(target, tmp_path / f"{kind}.mkv", invert, 64, Convert(batch=4, mask=kind),
                               on_frame=results.append, keep_alpha=True, landmarker=landmarker)  # fmt: skip
@@ -128,4 +128,4 @@ def test_mesh_landmarker_aligns_and_masks_every_face_by_its_mesh(target, tmp_pat
                 assert np.array_equal(a[r.alpha == 0], b[r.alpha == 0])
         else:
             assert stats.faces_mesh == 0
-    assert areas["components"] > areas["hull"]
+    assert areas["mesh"] > areas["hull"]

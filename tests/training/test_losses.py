@@ -69,7 +69,7 @@ def test_mesh_weight_map_follows_each_faces_own_features(tmp_path) -> None:
 
     path = tmp_path / "dataset.parquet"
     write_portrait_dataset(path, "astronaut", S, tracks=1, per_track=3)
-    *_, weights = read_faces(path, S, 3.0)
+    weights = read_faces(path, S, 3.0).weights
     assert weights is not None and weights.shape == (3, 1, S, S)
     import pyarrow.parquet as pq
 
@@ -86,4 +86,4 @@ def test_mesh_weight_map_follows_each_faces_own_features(tmp_path) -> None:
     shifted = mesh_weight_map(meshes[0] + (4, 0), S, 3.0)
     assert np.allclose(shifted[:, 8:-8], np.asarray(mesh_weight_map(meshes[0], S, 3.0))[:, 4:-12], atol=1e-4)
     # five-point faces (no mesh) get the template's map
-    assert read_faces(path, S)[3] is None
+    assert read_faces(path, S).weights is None

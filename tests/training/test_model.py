@@ -1,4 +1,5 @@
-"""The model: shapes, one decoder per identity (three need no code change), safetensors round trip, Swapper."""
+"""The model: shapes, one decoder per identity (three need no code change), the mask head,
+safetensors round trip, a record from before the mask head, Swapper and Swapper.swap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facedag.training.model import ModelConfig, Swapper, build_model, load_model, save_model
+from facedag.training.model import ModelConfig, NoMaskHead, Swapper, build_model, load_model, save_model
 
 CFG = ModelConfig(face_size=32, encoder_width=8, decoder_width=8, bottleneck=16, identities=("src", "dst", "carol"))
 
@@ -20,9 +21,11 @@ def test_shapes_and_range_with_three_identities() -> None:
     z = model.encode(x)
     assert z.shape == (2, 8 * CFG.decoder_width, 4, 4)
     for name in CFG.identities:
-        y = model.decode(z, name)
+        y, mask = model.decode(z, name, model.skip(x))
         assert y.shape == x.shape and y.dtype == torch.float32
         assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert mask.shape == (2, 1, 32, 32) and float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
+        assert torch.equal(model(x, name), y) and torch.equal(model.forward_masked(x, name)[1], mask)
     assert set(model.decoders) == {"src", "dst", "carol"}
     # decoders are separate modules with their own weights; the encoder is shared
     ids = {id(p) for name in CFG.identities for p in model.decoders[name].parameters()}
@@ -62,8 +65,12 @@ def test_save_load_and_swapper(tmp_path) -> None:
     assert out.shape == faces.shape and out.dtype == np.uint8
     with torch.no_grad():
         x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255
-        ref = (model.decode(model.encode(x), "src") * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        rgb, mask = model.forward_masked(x, "src")
+        ref = (rgb * 255).round().byte().permute(0, 2, 3, 1).numpy()
     assert np.array_equal(out, ref)
+    faces_too, masks = swap.swap(faces)
+    assert np.array_equal(faces_too, out) and masks.shape == (5, 32, 32) and masks.dtype == np.float32
+    assert np.allclose(masks, mask[:, 0].numpy())
     with pytest.raises(ValueError, match="uint8"):
         swap(faces[:, :16])
     with pytest.raises(KeyError):
@@ -76,6 +83,28 @@ def test_one_encoder_pass_for_every_identity_gives_what_separate_passes_give() -
     model = build_model(cfg)
     xs = [torch.rand(n, 3, 32, 32) for n in (2, 3, 1)]
     together, apart = model.forward_all(xs, together=True), model.forward_all(xs, together=False)
-    assert [y.shape[0] for y in together] == [2, 3, 1]
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, apart, strict=True))
-    assert all(torch.equal(y, model(x, name)) for y, x, name in zip(apart, xs, cfg.identities, strict=True))
+    assert [y.shape[0] for y, _ in together] == [2, 3, 1]
+    assert all(torch.allclose(a, b, atol=1e-6) for ta, tb in zip(together, apart, strict=True)
+               for a, b in zip(ta, tb, strict=True))
+    assert all(torch.equal(y, model(x, name)) for (y, _), x, name in zip(apart, xs, cfg.identities, strict=True))
+
+
+def test_a_record_from_before_the_mask_head_loads_mask_less(tmp_path) -> None:
+    """Format 1 records have no `mask` key: their weights have no mask head, and they load as such;
+    Swapper.swap (convert.mask learned) then says so in one line."""
+    old = ModelConfig(32, 8, 8, 16, ("src", "dst"), mask=False)
+    torch.manual_seed(2)
+    model = build_model(old)
+    assert not any("mask" in k for k in model.state_dict())
+    save_model(model, old, tmp_path, {"step": 1})
+    record = json.loads((tmp_path / "model.json").read_text())
+    del record["config"]["mask"]
+    record["format"] = 1
+    (tmp_path / "model.json").write_text(json.dumps(record))
+    loaded, cfg = load_model(tmp_path)
+    assert cfg == old and loaded.forward_masked(torch.rand(1, 3, 32, 32), "src")[1] is None
+    swap = Swapper(tmp_path, "src")
+    faces = np.zeros((1, 32, 32, 3), np.uint8)
+    assert swap(faces).shape == faces.shape and not swap.has_mask
+    with pytest.raises(NoMaskHead, match="trained before the mask head"):
+        swap.swap(faces)

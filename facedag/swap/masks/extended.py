@@ -15,7 +15,7 @@ from facedag.faces.mesh import five_points, regions
 from facedag.swap.masks import hull
 from facedag.swap.masks._mesh import mesh_points
 from facedag.swap.masks._shape import erode_and_feather
-from facedag.swap.masks.components import fill_hull, outline
+from facedag.swap.masks.mesh import fill_hull, outline
 
 RAISE = 0.35  # how far the forehead points move, a fraction of their height above the brows
 
@@ -34,8 +34,10 @@ def extended_outline(mesh: np.ndarray) -> np.ndarray:
     return pts
 
 
-def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06) -> np.ndarray:
-    """The extended mask of one aligned face: float32 (size, size) in [0, 1], 0 outside it."""
+def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06,
+          predicted: np.ndarray | None = None) -> np.ndarray:
+    """The extended mask of one aligned face: float32 (size, size) in [0, 1], 0 outside it
+    (`predicted` is the `learned` kind's; unused here)."""
     mesh = mesh_points(landmarks)
     if mesh is None:
         return hull.build(size, landmarks, erode, feather)

@@ -55,8 +55,8 @@ def face_outline(landmarks: np.ndarray) -> np.ndarray:
     return np.array(pts)
 
 
-def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06) -> np.ndarray:
-    """The hull mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the hull.
+def region(size: int, landmarks: np.ndarray) -> np.ndarray:
+    """uint8 (size, size), 255 inside the hull, before erosion and feather.
 
     `landmarks` are five points, or a mesh (its five detector-order points are used)."""
     mesh = mesh_points(landmarks)
@@ -64,4 +64,11 @@ def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float 
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))  # 4 fractional bits
     canvas = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_8, shift=4)
-    return erode_and_feather(canvas, erode, feather)
+    return canvas
+
+
+def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06,
+          predicted: np.ndarray | None = None) -> np.ndarray:
+    """The hull mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the hull
+    (`predicted` is the `learned` kind's; unused here)."""
+    return erode_and_feather(region(size, landmarks), erode, feather)

@@ -1,4 +1,4 @@
-"""`components`: the face oval of the dense mesh, as faceswap's "components" mask.
+"""`mesh`: the face oval of the dense mesh, as faceswap's "components" mask.
 
 The hull of the mesh's outline (facedag.faces.mesh.regions()["oval"]) follows the real jaw,
 chin and hairline of each frame's face, where the five-point `hull` guesses them from the eye
@@ -30,9 +30,17 @@ def outline(mesh: np.ndarray) -> np.ndarray:
     return mesh[regions()["oval"]]
 
 
-def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06) -> np.ndarray:
-    """The oval mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the oval."""
+def region(size: int, landmarks: np.ndarray) -> np.ndarray:
+    """uint8 (size, size), 255 inside the face's oval (the five-point hull's region for a five-point face),
+    before erosion and feather: also the bound of the `learned` mask."""
     mesh = mesh_points(landmarks)
     if mesh is None:
-        return hull.build(size, landmarks, erode, feather)
-    return erode_and_feather(fill_hull(size, outline(mesh)), erode, feather)
+        return hull.region(size, landmarks)
+    return fill_hull(size, outline(mesh))
+
+
+def build(size: int, landmarks: np.ndarray, erode: float = 0.02, feather: float = 0.06,
+          predicted: np.ndarray | None = None) -> np.ndarray:
+    """The oval mask of one aligned face: float32 (size, size) in [0, 1], 0 outside the oval.
+    (`predicted`, the model's mask, is for the `learned` kind; this one does not use it.)"""
+    return erode_and_feather(region(size, landmarks), erode, feather)
