@@ -221,6 +221,8 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
             project = workdir / ("model-" + "".join(c if c.isalnum() else "-" for c in name))
             shutil.rmtree(project, ignore_errors=True)
             _run(workdir, "git", "clone", "-q", str(root), str(project))
+            # the demo sources are built files (setup's), not outputs: the clone needs its own copy
+            shutil.copytree(root / "data" / "demo", project / "data" / "demo")
             _run(project, dvc, "cache", "dir", str(root / ".dvc" / "cache"))
             _run(project, dvc, "config", "cache.type", "symlink")
             _run(project, dvc, "checkout", "--quiet")
