@@ -210,12 +210,13 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
     stages are not rerun), and score each through convert and evaluate_video."""
     root = workdir / "project"
     dvc = str(VENV_BIN / "dvc")
-    _run(root, dvc, "unfreeze", "train", "evaluate_model")
-    _refresh(root, freeze=False)
     rows = []
     for name, changes in [("defaults", {}), *MODEL_SETTINGS]:
-        if only and name not in only and name != "defaults":
+        if only and name not in only:
             continue
+        if name == "defaults":
+            _run(root, dvc, "unfreeze", "train", "evaluate_model")
+            _refresh(root, freeze=False)
         started = time.monotonic()
         if changes:
             project = workdir / ("model-" + "".join(c if c.isalnum() else "-" for c in name))
@@ -225,7 +226,9 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
             shutil.copytree(root / "data" / "demo", project / "data" / "demo")
             _run(project, dvc, "cache", "dir", str(root / ".dvc" / "cache"))
             _run(project, dvc, "config", "cache.type", "symlink")
-            _run(project, dvc, "checkout", "--quiet")
+            # what the defaults' run made (data stages, their model: replaced below); the stages
+            # after evaluate_video never ran in the project and have nothing to check out
+            _run(project, dvc, "checkout", "--quiet", "--with-deps", "evaluate_video", "evaluate_model")
             params = yaml.safe_load((project / "params.yaml").read_text())
             for key, value in changes.items():
                 section, field = key.split(".")
@@ -245,6 +248,12 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
                      **_scores(project)})
         print(f"sweep: {name}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k in MODEL_COLUMNS),
               flush=True)
+    # rows of settings not rerun this time stay (a sweep continued with --only)
+    earlier = json.loads(out.read_text()).get("model_rows", []) if out.is_file() else []
+    names = {r["setting"] for r in rows}
+    rows = [r for r in earlier if r["setting"] not in names] + rows
+    order = [name for name, _ in [("defaults", {}), *MODEL_SETTINGS]]
+    rows.sort(key=lambda r: order.index(r["setting"]) if r["setting"] in order else len(order))
     report = _write(out, {"model_rows": rows, "train_minutes": train_minutes})
     print(table(rows, MODEL_COLUMNS))
     return report
@@ -295,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument("--train-minutes", type=float, default=25.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "sweep.json")
-    parser.add_argument("--only", action="append", help="run only this setting (repeatable), e.g. 'mask hull'")
+    parser.add_argument("--only", action="append",
+                        help="run only this setting (repeatable), e.g. 'mask hull'; `models` retrains the defaults "
+                        "only when named or when no --only is given")
     args = parser.parse_args(argv)
     if args.phase == "setup":
         setup(args.workdir, args.train_minutes)
