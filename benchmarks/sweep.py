@@ -240,7 +240,7 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["train"]["max_minutes"] = train_minutes
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        _run(project, dvc, "repro", "evaluate_video")
+        _run(project, dvc, "repro", "evaluate_video", "evaluate_model")
         if project == root:  # the defaults' model is what the convert sweep then varies
             _run(root, "git", "add", "-A")
             _run(root, "git", "commit", "-qm", "defaults retrained", "--allow-empty")
