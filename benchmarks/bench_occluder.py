@@ -121,7 +121,7 @@ def kept_share(clip: Path, bars: list[np.ndarray], faces: list[np.ndarray], mode
     from facedag.swap.convert import convert_video
     from facedag.training.model import Swapper
 
-    swapper = Swapper(models, "src", name="model")
+    swapper = Swapper(models, "src", name="model", mask_from="dst")  # as convert: the replaced face's mask
     swap = swapper.swap if kind == "learned" else swapper
     stats = convert_video(clip, out, swap, FACE, Convert(batch=8, mask=kind), landmarker="mediapipe")
     src = [f.image for f in iter_frames(clip)]

@@ -132,7 +132,8 @@ def run(params: Params) -> None:
 
     device = pick_device(params.device).type
     try:
-        swapper = Swapper(MODELS, cv.swap_to, device=device, batch=cv.batch, name=WEIGHTS[cv.model])
+        swapper = Swapper(MODELS, cv.swap_to, device=device, batch=cv.batch, name=WEIGHTS[cv.model],
+                          mask_from=cv.replace)  # the learned mask of the face being replaced (Swapper)
     except KeyError as exc:
         raise StageFailed(str(exc.args[0])) from None
     except (OSError, ValueError, RuntimeError) as exc:
@@ -152,6 +153,10 @@ def run(params: Params) -> None:
                                   person=person)  # fmt: skip
             if stats.frames_swapped == 0:
                 where = f"{stats.frames} frames of {params.target.uri}"
+                if stats.faces_empty_mask:
+                    raise StageFailed(f"found {stats.faces_empty_mask} {cv.replace!r} faces in {where}, but the "
+                                      f"{cv.mask} mask left nothing of any to paste: train longer, or set "
+                                      "convert.mask to mesh")
                 raise StageFailed(f"no {cv.replace!r} face found to swap in {where}")
     except Rejected as exc:
         raise StageFailed(f"target {params.target.uri}: {exc.reason}: {exc.message}") from None

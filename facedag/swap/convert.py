@@ -200,6 +200,7 @@ class ConvertStats:
     faces_swapped: int = 0
     faces_unaligned: int = 0
     faces_mesh: int = 0  # swapped faces aligned and masked by the mesh (the rest: five points)
+    faces_empty_mask: int = 0  # faces found and swapped whose mask pasted nothing (a learned mask saying "not face")
     mask_area_total: int = 0
     seconds: float = 0.0
     swap_seconds: float = 0.0
@@ -212,6 +213,7 @@ class ConvertStats:
             "faces_swapped": self.faces_swapped,
             "faces_unaligned": self.faces_unaligned,
             "faces_mesh": self.faces_mesh,
+            "faces_empty_mask": self.faces_empty_mask,
             "tracks": len(self.tracks),
             "mean_mask_area": round(self.mask_area_total / self.frames_swapped, 1) if self.frames_swapped else 0.0,
             "fps": round(self.frames / self.seconds, 3) if self.seconds > 0 else 0.0,
@@ -290,6 +292,7 @@ class _Converter:
                 face = match_colour(face, job.aligned, mask, self.cfg.colour)
                 pasted = paste(image, face, mask, job.matrix)
                 if pasted is None or pasted[0] == 0:
+                    self.stats.faces_empty_mask += 1
                     continue
                 area, (x0, y0, x1, y1), alpha = pasted
                 result.faces += 1

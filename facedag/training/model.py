@@ -163,14 +163,23 @@ class Swapper:
     `swapper(faces)`: uint8 (N, S, S, 3) RGB aligned at the model's face size -> uint8 (N, S, S, 3);
     `swapper.swap(faces)`: (those faces, float32 (N, S, S) masks in [0, 1]), the model's learned
     mask (convert.mask `learned`); NoMaskHead for a model trained before the mask head.
+
+    The mask comes from `mask_from`'s decoder (convert: the replaced identity, dst), not from
+    `to_identity`'s: each decoder's mask head learned "face" and "not face" on its own
+    identity's faces only, so src's decoder has never seen a dst face's code and calls most of
+    it "not face" (on the sweep footage: 10 % of the face region at 0.5 or more through src's
+    decoder, 82 % through dst's), while dst's decoder was trained to carve synthetic occluders
+    out of exactly such faces (DeepFaceLab's "learned-dst" mask). Default: `to_identity`.
     """
 
     def __init__(self, models_dir: str | os.PathLike[str], to_identity: str, device: str | torch.device = "cpu",
-                 batch: int = 16, name: str = "model") -> None:
+                 batch: int = 16, name: str = "model", mask_from: str | None = None) -> None:
         self.model, self.cfg = load_model(models_dir, device, name)
-        if to_identity not in self.cfg.identities:
-            raise KeyError(f"the model has no decoder for {to_identity!r} (have: {', '.join(self.cfg.identities)})")
+        for who in (to_identity, mask_from or to_identity):
+            if who not in self.cfg.identities:
+                raise KeyError(f"the model has no decoder for {who!r} (have: {', '.join(self.cfg.identities)})")
         self.to_identity = to_identity
+        self.mask_from = mask_from or to_identity
         self.device = torch.device(device)
         self.batch = max(1, int(batch))
 
@@ -205,6 +214,8 @@ class Swapper:
             for i in range(0, len(faces), self.batch):
                 x = torch.from_numpy(faces[i : i + self.batch]).to(self.device).permute(0, 3, 1, 2).float() / 255.0
                 y, m = self.model.forward_masked(x, self.to_identity)
+                if masks is not None and self.mask_from != self.to_identity:
+                    m = self.model.forward_masked(x, self.mask_from)[1]
                 out[i : i + self.batch] = (y * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
                 if masks is not None and m is not None:
                     masks[i : i + self.batch] = m[:, 0].float().cpu().numpy()

@@ -4,6 +4,7 @@ safetensors round trip, a record from before the mask head, Swapper and Swapper.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,19 @@ def test_a_record_from_before_the_mask_head_loads_mask_less(tmp_path) -> None:
     assert swap(faces).shape == faces.shape and not swap.has_mask
     with pytest.raises(NoMaskHead, match="trained before the mask head"):
         swap.swap(faces)
+
+
+def test_swapper_takes_the_mask_from_the_replaced_identitys_decoder(tmp_path: Path) -> None:
+    """convert's learned mask is dst's decoder's (its mask head learned dst's faces and their
+    occluders), the face src's: mask_from picks the mask's decoder, the RGB stays to_identity's."""
+    cfg = ModelConfig(32, 8, 8, 16, ("src", "dst"))
+    torch.manual_seed(5)
+    save_model(build_model(cfg), cfg, tmp_path, {"step": 1})
+    faces = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    as_src, src_masks = Swapper(tmp_path, "src").swap(faces)
+    dst_masks = Swapper(tmp_path, "dst").swap(faces)[1]
+    mixed, mixed_masks = Swapper(tmp_path, "src", mask_from="dst").swap(faces)
+    assert np.array_equal(mixed, as_src) and np.array_equal(mixed_masks, dst_masks)
+    assert not np.array_equal(src_masks, dst_masks)  # the two decoders' masks differ: the choice matters
+    with pytest.raises(KeyError, match="nobody"):
+        Swapper(tmp_path, "src", mask_from="nobody")
