@@ -179,6 +179,7 @@ def sweep(workdir: Path, out: Path, only: list[str] | None = None) -> dict[str, 
                      **{k: metrics.get(k) for k in COLUMNS}})  # fmt: skip
         print(f"sweep: {name}: " + ", ".join(f"{k} {metrics.get(k)}" for k in COLUMNS), flush=True)
     model = json.loads((root / "data" / "evaluate" / "model" / "metrics.json").read_text())
+    rows = _merge(out, "rows", rows, [name for name, _ in SETTINGS])
     report = _write(out, {"model": model, "weights": raw_vs_average(root), "rows": rows})
     print(table(rows))
     return report
@@ -194,6 +195,15 @@ def _write(out: Path, part: dict[str, Any]) -> dict[str, Any]:
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out)
     return report
+
+
+def _merge(out: Path, key: str, rows: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """`rows` with the report's earlier rows under `key` of settings not rerun this time (a sweep
+    continued with --only), in `order`."""
+    earlier = json.loads(out.read_text()).get(key, []) if out.is_file() else []
+    names = {r["setting"] for r in rows}
+    merged = [r for r in earlier if r["setting"] not in names] + rows
+    return sorted(merged, key=lambda r: order.index(r["setting"]) if r["setting"] in order else len(order))
 
 
 def _scores(root: Path) -> dict[str, Any]:
@@ -248,12 +258,7 @@ def models(workdir: Path, out: Path, train_minutes: float, only: list[str] | Non
                      **_scores(project)})
         print(f"sweep: {name}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k in MODEL_COLUMNS),
               flush=True)
-    # rows of settings not rerun this time stay (a sweep continued with --only)
-    earlier = json.loads(out.read_text()).get("model_rows", []) if out.is_file() else []
-    names = {r["setting"] for r in rows}
-    rows = [r for r in earlier if r["setting"] not in names] + rows
-    order = [name for name, _ in [("defaults", {}), *MODEL_SETTINGS]]
-    rows.sort(key=lambda r: order.index(r["setting"]) if r["setting"] in order else len(order))
+    rows = _merge(out, "model_rows", rows, [name for name, _ in [("defaults", {}), *MODEL_SETTINGS]])
     report = _write(out, {"model_rows": rows, "train_minutes": train_minutes})
     print(table(rows, MODEL_COLUMNS))
     return report
