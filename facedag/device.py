@@ -52,3 +52,16 @@ def pick_precision(device: torch.device) -> str:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a precision from pick_precision (None: no autocast)."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and one optimiser step; under fp16 (a `scaler`) the loss is scaled so small
+    gradients survive and a step that overflowed is skipped. The generator's step and the
+    discriminators' (facedag.training.adversarial) share it."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()

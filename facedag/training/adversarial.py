@@ -57,6 +57,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from facedag.device import optimiser_step
+
 GAN_SEED_OFFSET = 104_729  # the discriminators' init generator: base.seed + this
 ADAM_BETAS = (0.5, 0.999)  # pix2pix's: a short momentum memory suits the moving target of a GAN
 
@@ -189,13 +191,7 @@ class Adversary:
             loss = d_loss_lsgan(s[:n], s[n:])
             total = total + loss
             out[f"disc/{name}"] = loss.detach()
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            total.backward()
-            self.opt.step()
+        optimiser_step(total, self.opt, self.scaler)
         return out
 
     def distribute(self, world: int, device: torch.device) -> None:

@@ -80,7 +80,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from facedag.device import autocast_dtype, pick_device, pick_precision
+from facedag.device import autocast_dtype, optimiser_step, pick_device, pick_precision
 from facedag.params import Params
 from facedag.progress import counter
 from facedag.records import StageFailed
@@ -358,13 +358,7 @@ class Trainer:
             losses[name] = loss.detach()
             if self.gan is not None:  # gan_weight x the adversarial term (0 before gan_start); not in the logged loss
                 total = total + self.gan.generator_term(name, y, w, self.step_no)
-        if self.scaler is not None:  # fp16: scale the loss so small gradients survive, skip steps that overflow
-            self.scaler.scale(total).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            total.backward()
-            self.opt.step()
+        optimiser_step(total, self.opt, self.scaler)  # fp16: scaled, overflowing steps skipped
         if self.gan is not None:  # the discriminators' step on this step's targets and detached outputs (RGB),
             # on the face less any occluder (the weights leave it out), as the generator term sees them
             losses.update(self.gan.step([y for y, _ in outputs], targets, weights, self.step_no))
