@@ -291,6 +291,24 @@ def test_registration_without_a_codec() -> None:
         assert not unmarked.found and unmarked.score < wm.THRESHOLD_V2, (name, unmarked)
 
 
+def test_lattice_finds_the_square_period() -> None:
+    """A 120 px tile of random cells, 4 x 3 times over a 480 x 360 image under strong noise (a
+    0.75x copy's sum): the 2-D lattice finds 120 px; noise alone scores a small part of that."""
+    import cv2
+
+    from facedag.provenance import registration
+
+    rng = np.random.default_rng(3)
+    cells = rng.choice([-1.0, 1.0], (wm.TILE, wm.TILE)).astype(np.float32)
+    tile = cv2.resize(cells, (120, 120), interpolation=cv2.INTER_LINEAR)
+    marked = np.tile(tile, (3, 4)) + rng.normal(0, 6, (360, 480)).astype(np.float32)
+    noise = rng.normal(0, 6, (360, 480)).astype(np.float32)
+    white = registration.whiten(registration.power_spectra(np.stack([marked, noise])))
+    periods, contrast = registration.lattice_periods(white, (360, 480), 60, 336, 12)
+    assert periods[0] == pytest.approx(120, rel=0.01), periods
+    assert contrast[0] > 4 * max(contrast[1], 0.1), contrast
+
+
 FLIPS_AND_TURNS = {  # how to turn a frame, for each orientation the detector names
     "as marked": lambda y: y,
     "mirrored": lambda y: y[:, ::-1],
