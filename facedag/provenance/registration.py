@@ -203,7 +203,7 @@ def lattice_periods(whitened: np.ndarray, size: tuple[int, int], lo: float, hi: 
     The marginal combs (`comb_periods`) average every row into one comb, so each tooth carries
     the noise of a whole column; the lattice reads only its own points. On 0.75x + CRF 28 copies
     of the demo render (480 x 360, 4 x 3 tiles of 120 px), the marginal combs found 240, 80 or
-    84 px for the right sync on 6 of 51 mark ids, and the lattice 120 px on each of them, with
+    84 px for the right sync on mark ids that were then lost, and the lattice 120 px on each, with
     the right sync's contrast the highest of the 64. It assumes a square tile (no stretch), so
     it is screened beside the marginals' periods, not instead of them. p / 2 scores about 0 (its
     points and gaps both fall on p's points), 2p and 2p / 3 about a quarter (a quarter of their

@@ -572,8 +572,8 @@ class _TileReader:
        and CRF 28 a 480x360 copy's cells are 5 px, and at half size the right sync's comb was
        the weakest of the 64 (its period halved) on the demo render. Each sum's whitened spectrum
        is also matched against square 2-D lattices (registration.lattice_periods), a period q: on
-       6 of 51 random mark ids the axis combs of the right sync missed 120 px on 0.75x copies of
-       the demo render (240, 80, 84), the lattice found it each time;
+       0.75x copies of the demo render the axis combs of the right sync missed 120 px (240, 80,
+       84: 5 of 60 random mark ids were lost), the lattice found it each time;
     2. screens every shift by the best pilot correlation of its sum (at half the working size)
        folded at its period, at the two square periods its axes give, (px, px) and (py, py), at
        (q, q), and at twice px and py (the tile is square unless the copy was stretched; the comb along the axis
@@ -745,7 +745,7 @@ class _TileReader:
         if score < THRESHOLD_V2:
             return Detection(False, None, None, score, THRESHOLD_V2, frames, None)
         # The pilots' best phase is not always the payload's: 0.75x + CRF 28 on the demo render
-        # left 15-20 % of the code bits wrong, and on 2 of 51 mark ids the CRC failed there but
+        # left 15-20 % of the code bits wrong, and on 2 of 60 mark ids the CRC failed there but
         # passed a quarter cell away. So the 8 phases around it are decoded too, in turn (each try
         # a 2^-16 false match at most, after a pilot score that an unmarked video does not reach).
         for sy, sx in _PHASES:

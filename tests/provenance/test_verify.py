@@ -100,7 +100,7 @@ def test_marks_survive_reencoding(rendered: dict, tmp_path: Path, attack: str) -
 
 # Mark ids that the detector lost after 0.75x + CRF 28 on the demo render, before it looked for the
 # tile's 2-D lattice (the marginal combs found 240, 80 or 84 px for 120) and decoded the phases
-# around the pilots' best (the CRC failed there, passed a quarter cell away): 8 of 51 random ids.
+# around the pilots' best (the CRC failed there, passed a quarter cell away): 7 of 60 random ids.
 HARD_MARK_IDS = ["4d0a12c1883f", "5e6f418703ea", "bb7307f12630", "4c73af9672f3"]
 
 
