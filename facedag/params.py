@@ -346,7 +346,7 @@ class Convert(Section):
     track_max_gap: float = Field(1.0, ge=0, description="seconds a track may go unseen before it ends")
     detect_max_side: int = Field(480, ge=64, description="long side frames are downscaled to for detection")
     batch: int = Field(16, ge=1, le=256, description="faces per model call (and frames per detector batch, <= 64)")
-    mask_erode: float = Field(0.02, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
+    mask_erode: float = Field(0.0, ge=0, le=0.3, description="mask erosion, fraction of the aligned face side")
     mask_feather: float = Field(0.06, ge=0, le=0.3, description="mask feather width, fraction of the face side")
     mask: MaskKind = Field(
         "mesh", description="blend mask kind (a file of facedag/swap/masks): mesh, extended, hull, or learned (the "
