@@ -33,6 +33,9 @@ def _ffmpeg(*args: str | Path) -> None:
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
 
 
+FIXTURE_MARK_ID = "b805fdff26ff"  # a random id once (new_mark_id), read after every attack here
+
+
 @pytest.fixture(scope="module")
 def rendered(demo_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The demo target (6 s) swapped with an inverting 'model', rendered with every default mark,
@@ -43,7 +46,10 @@ def rendered(demo_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     out = d / "render" / "output.mp4"
     out.parent.mkdir()
     cfg = Render(preset="veryfast")
-    info = render_video(frames, demo_sources / "target.mp4", out, cfg)
+    # A fixed id (render draws a new one per render): x264 is deterministic, so each attack below
+    # reads the same every run. With a random id, 0.75x + CRF 28 lost 7 of 60 before the lattice
+    # registration, and CI one; HARD_MARK_IDS keeps those that were lost.
+    info = render_video(frames, demo_sources / "target.mp4", out, cfg, mark_id=FIXTURE_MARK_ID)
     info["c2pa"] = {"signed": False}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["target"]["uri"] = str(demo_sources / "target.mp4")
