@@ -57,13 +57,30 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     *[(f"colour {mode}", {"convert.colour": mode}) for mode in COLOUR.names() if mode != SHIPPED_CONVERT["colour"]],
     *[(f"mask {kind}", {"convert.mask": kind}) for kind in MASKS.names() if kind != SHIPPED_CONVERT["mask"]],
-    ("erode 0", {"convert.mask_erode": 0.0}),
+    ("erode 0.02", {"convert.mask_erode": 0.02}),
     ("erode 0.05", {"convert.mask_erode": 0.05}),
     ("feather 0.02", {"convert.mask_feather": 0.02}),
+    ("feather 0.04", {"convert.mask_feather": 0.04}),
     ("feather 0.12", {"convert.mask_feather": 0.12}),
     ("smoothing off", {"convert.smooth_min_cutoff": 50.0, "convert.smooth_beta": 0.0}),
     ("smoothing strong", {"convert.smooth_min_cutoff": 0.1}),
 ]
+# params.yaml values that suit the demo only (its comments say why): on real footage the sweep takes
+# the code's defaults for them, so that its "defaults" row is what a user's own project starts from
+DEMO_ONLY = {"train": ("lr",), "convert": ("mask_feather",)}
+
+
+def _real_footage(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` (params.yaml's, parsed) with DEMO_ONLY's keys set to the code's defaults."""
+    from facedag.params import Convert, Train
+
+    sections = {"train": Train(), "convert": Convert()}
+    for section, keys in DEMO_ONLY.items():
+        for key in keys:
+            params[section][key] = getattr(sections[section], key)
+    return params
+
+
 # The knobs that fix the project's model size and budget (setup's), kept when the params are refreshed
 MODEL_SIZE = ("max_minutes", "max_steps", "encoder_width", "decoder_width", "bottleneck", "batch_size", "eval_every",
               "checkpoint_every", "preview_every")
@@ -118,7 +135,7 @@ def setup(workdir: Path, train_minutes: float) -> Path:
     hikers = {"subject": "hikers in video_02.mp4 (Peter Stevens)", "basis": "licence",
               "evidence": "consent/samples-NOTICE.md", "evidence_sha256": sha256_file(notice),
               "scope": "facedag benchmarks"}  # fmt: skip
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = _real_footage(yaml.safe_load((REPO / "params.yaml").read_text()))
     params["identities"]["dst"] = {"consent": hikers, "sources": [{"uri": str(sample), "licence": "CC-BY-2.0"}]}
     params["target"] = {"uri": str(sample), "licence": "CC-BY-2.0", "consent": hikers}
     params["train"].update(max_minutes=train_minutes, max_steps=1_000_000, encoder_width=32, decoder_width=32,
@@ -142,7 +159,7 @@ def _refresh(root: Path, freeze: bool = True) -> None:
     project = yaml.safe_load((root / "params.yaml").read_text())
     # this repository's params (so that "defaults" are its defaults, and keys it renamed since
     # setup are read as it reads them), with the project's footage and model size
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = _real_footage(yaml.safe_load((REPO / "params.yaml").read_text()))
     params["identities"], params["target"] = project["identities"], project["target"]
     params["train"].update({k: v for k, v in project["train"].items() if k in params["train"] and k in MODEL_SIZE})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
