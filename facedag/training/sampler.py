@@ -57,8 +57,6 @@ class Sampler:
         self.pos = int(state["pos"])
 
 
-
-
 class YawBinSampler:
     """Batches drawn evenly across yaw bins (`train.uniform_yaw`): each face of a batch picks a
     non-empty bin uniformly, then takes the next face of that bin's own permutation (a fresh one
